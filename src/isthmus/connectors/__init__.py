@@ -1,0 +1,1 @@
+"""Connectors: one folder per protocol, each registering a :class:`ConnectorSpec`."""

@@ -1,0 +1,89 @@
+"""The contract every connector implements.
+
+A connector folder (``connectors/<protocol>/``) holds ``config.py`` (a pure pydantic
+model extending :class:`~isthmus.model.config.SourceConfig`), ``source.py`` (the
+:class:`Source`), a ``README.md`` and a ``sample.yaml``.  Its ``spec()`` function
+returns a :class:`ConnectorSpec`; the registry is built in :mod:`isthmus.connectors.registry`.
+
+Contract of :meth:`Source.run`:
+
+* runs until cancelled; never raises for device or network problems;
+* emits one :class:`~isthmus.model.batch.Batch` per poll or per publish response,
+  with *raw* values (qualify applies scale/offset, range, deadband afterwards);
+* while the device is unreachable, emits its tags once with a Bad quality
+  (``BAD_COMMUNICATION_ERROR``) and the time of the failure, logs one event, and
+  reconnects with capped exponential backoff;
+* counts what it reads and rejects in ``ctx.metrics`` under ``source.<name>.*``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from isthmus.model.batch import Batch
+from isthmus.model.clock import Clock, SystemClock
+from isthmus.model.config import SourceConfig, TagConfig
+from isthmus.pipeline.metrics import Metrics
+
+TagT = TypeVar("TagT", bound=TagConfig)
+
+Emit = Callable[[Batch], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BoundTag(Generic[TagT]):
+    """A configured tag with its runtime id and full UNS path."""
+
+    tag_id: int
+    uns_path: str
+    config: TagT
+
+
+@dataclass
+class SourceContext:
+    emit: Emit
+    clock: Clock = field(default_factory=SystemClock)
+    metrics: Metrics = field(default_factory=Metrics)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("isthmus.source"))
+
+
+class Source(Protocol):
+    name: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def run(self) -> None: ...
+
+
+SourceFactory = Callable[[SourceConfig, Sequence[BoundTag[TagConfig]], SourceContext], Source]
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    type: str
+    summary: str
+    config_model: type[SourceConfig]
+    factory: SourceFactory
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: 0.5 s, 1 s, 2 s ... up to ``cap``."""
+
+    def __init__(self, initial: float = 0.5, cap: float = 30.0, rng: random.Random | None = None):
+        self.initial = initial
+        self.cap = cap
+        self._attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.initial * (2**self._attempt))
+        self._attempt = min(self._attempt + 1, 30)
+        return delay * (0.8 + 0.4 * self._rng.random())
+
+    def reset(self) -> None:
+        self._attempt = 0

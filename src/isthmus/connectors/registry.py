@@ -1,0 +1,21 @@
+"""The connector registry, built explicitly from each connector folder's ``spec()``."""
+
+from __future__ import annotations
+
+from isthmus.connectors.base import ConnectorSpec
+from isthmus.model.config import SourceConfig
+from isthmus.registry import Registry
+
+
+def default_connectors() -> Registry[ConnectorSpec]:
+    from isthmus.connectors.modbus import spec as modbus_spec
+    from isthmus.connectors.opcua import spec as opcua_spec
+
+    registry: Registry[ConnectorSpec] = Registry("source type")
+    for spec in (opcua_spec(), modbus_spec()):
+        registry.register(spec.type, spec)
+    return registry
+
+
+def source_models(registry: Registry[ConnectorSpec]) -> dict[str, type[SourceConfig]]:
+    return {name: spec.config_model for name, spec in registry.items()}

@@ -1,0 +1,1 @@
+"""Historian: a :class:`~isthmus.historian.base.Store` interface and its backends."""

@@ -1,0 +1,4 @@
+"""The pure core: hierarchy, tags, batches, quality, configuration schema.
+
+Nothing in this package performs I/O or reads the wall clock.
+"""

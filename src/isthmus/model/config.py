@@ -1,0 +1,183 @@
+"""The plant configuration schema: one YAML file describes a plant.
+
+Sections: the ISA-95 hierarchy (enterprise, site, area → line → cell → equipment),
+``sources`` (connector instances with their tag maps; each ``type:`` is validated by
+the model that connector registers), ``storage``, ``api``, ``pipeline`` and, for demos,
+``simulator``.  Secrets never live here: they come from the environment or a file.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from isthmus.model.durations import Duration
+
+SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TAG_PATH_DEPTH = 5  # area/line/cell/equipment/tag, below enterprise/site
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataType(StrEnum):
+    BOOL = "bool"
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+
+
+class Criticality(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+def check_segment(name: str) -> str:
+    if not SEGMENT.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid name: use letters, digits, '_', '-', '.' "
+            "and start with a letter or digit"
+        )
+    return name
+
+
+class TagConfig(Strict):
+    """What every tag has, whatever protocol reads it.  Connectors extend it with
+    their addressing fields (a Modbus register, an OPC UA node id...)."""
+
+    path: str = Field(description="area/line/cell/equipment/tag, below the site")
+    data_type: DataType = DataType.FLOAT64
+    unit: str = ""
+    description: str = ""
+    range: tuple[float, float] | None = Field(
+        default=None, description="engineering range [low, high]; outside → Uncertain"
+    )
+    deadband: float = Field(default=0.0, ge=0, description="absolute change to record")
+    scale: float = 1.0
+    offset: float = 0.0
+    writable: bool = False
+    criticality: Criticality = Criticality.LOW
+    stale_after: Duration | None = Field(
+        default=None, description="no update for this long → Uncertain_LastUsableValue"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        parts = value.split("/")
+        if len(parts) != TAG_PATH_DEPTH:
+            raise ValueError(
+                f"{value!r} must have {TAG_PATH_DEPTH} segments: "
+                "area/line/cell/equipment/tag"
+            )
+        for part in parts:
+            check_segment(part)
+        return value
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] >= value[1]:
+            raise ValueError("range low must be below range high")
+        return value
+
+
+class SourceConfig(Strict):
+    """The common part of every connector instance.  ``type`` selects the connector."""
+
+    name: str
+    type: str
+    zone: str | None = Field(default=None, description="security zone (later: conduits)")
+    enabled: bool = True
+    tags: list[TagConfig] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_segment(value)
+
+
+class StorageConfig(Strict):
+    type: str = "duckdb"
+    path: str = Field(default="historian.duckdb", description="relative to the data dir")
+    retention: Duration = Field(default=30 * 86400.0, description="raw samples kept")
+    memory_limit: str = Field(default="256MB", description="engine cache cap")
+
+
+class ApiConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token_ttl: Duration = Field(default=12 * 3600.0)
+
+
+class PipelineConfig(Strict):
+    queue_batches: int = Field(default=256, ge=1, description="bound of each queue")
+    stale_check_interval: Duration = 1.0
+    flush_interval: Duration = Field(default=0.25, description="historian write cadence")
+
+
+class SimulatorConfig(Strict):
+    seed: int = 42
+    host: str = "127.0.0.1"
+    opcua_port: int = Field(default=4840, ge=0, le=65535)
+    modbus_port: int = Field(default=5020, ge=0, le=65535)
+    tick: Duration = 0.1
+
+
+Hierarchy = dict[str, dict[str, dict[str, list[str]]]]
+"""area → line → cell → [equipment]"""
+
+
+class PlantConfig(Strict):
+    version: Literal[1] = 1
+    enterprise: str
+    site: str
+    hierarchy: Hierarchy
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+    storage: StorageConfig = StorageConfig()
+    api: ApiConfig = ApiConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    simulator: SimulatorConfig | None = None
+
+    @field_validator("enterprise", "site")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return check_segment(value)
+
+    @model_validator(mode="after")
+    def _hierarchy_names(self) -> PlantConfig:
+        for area, lines in self.hierarchy.items():
+            check_segment(area)
+            for line, cells in lines.items():
+                check_segment(line)
+                for cell, equipment in cells.items():
+                    check_segment(cell)
+                    for name in equipment:
+                        check_segment(name)
+        return self
+
+    def equipment_paths(self) -> set[str]:
+        """Every ``area/line/cell/equipment`` the hierarchy declares."""
+        return {
+            f"{area}/{line}/{cell}/{eq}"
+            for area, lines in self.hierarchy.items()
+            for line, cells in lines.items()
+            for cell, equipment in cells.items()
+            for eq in equipment
+        }
+
+    def uns_prefix(self) -> str:
+        return f"{self.enterprise}/{self.site}"

@@ -1,0 +1,82 @@
+"""Durations and time expressions as people write them in configs and queries.
+
+``500ms``, ``10s``, ``5m``, ``1h``, ``30d`` or a bare number of seconds.
+Absolute times are ISO 8601 (``2026-11-22T10:00:00Z``); relative ones are ``-10m``
+(ten minutes before *now*) or ``now``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+_UNITS_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "min": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+    "w": 7 * 86_400_000_000_000,
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|min|m|h|d|w)?\s*$")
+
+
+def parse_duration_ns(text: str | float | int) -> int:
+    """Nanoseconds in a duration; raises ``ValueError`` with a readable message."""
+    if isinstance(text, bool):
+        raise ValueError("a duration is a number of seconds or a string like '10s'")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError("a duration cannot be negative")
+        return int(round(float(text) * 1e9))
+    match = _DURATION.match(str(text))
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration (use e.g. 500ms, 10s, 5m, 1h, 30d)"
+        )
+    number, unit = match.groups()
+    return int(round(float(number) * _UNITS_NS[unit or "s"]))
+
+
+def parse_duration_s(text: str | float | int) -> float:
+    return parse_duration_ns(text) / 1e9
+
+
+def _duration_validator(value: object) -> float:
+    if isinstance(value, str | int | float):
+        return parse_duration_s(value)
+    raise ValueError("a duration is a number of seconds or a string like '10s'")
+
+
+Duration = Annotated[float, BeforeValidator(_duration_validator)]
+"""A pydantic field type: accepts ``'10s'`` etc., stores float seconds."""
+
+
+def parse_time_ns(text: str, now_ns: int) -> int:
+    """An absolute (ISO 8601) or relative (``-10m``, ``now``) time in ns since epoch."""
+    text = text.strip()
+    if text == "now":
+        return now_ns
+    if text.startswith("-"):
+        return now_ns - parse_duration_ns(text[1:])
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither an ISO 8601 time nor a relative time like -10m"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1_000_000) * 1_000
+
+
+def format_ns(ts_ns: int) -> str:
+    """ISO 8601 UTC with millisecond precision."""
+    dt = datetime.fromtimestamp(ts_ns / 1e9, tz=UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""decode → qualify → transport: the hot path, batch by batch."""

@@ -1,0 +1,1 @@
+"""Transports carry batches from the pipeline to their consumers."""
