@@ -65,7 +65,8 @@ SourceFactory = Callable[[SourceConfig, Sequence[BoundTag[TagConfig]], SourceCon
 
 @dataclass(frozen=True)
 class ConnectorSpec:
-    type: str
+    name: str
+    """The ``type:`` that selects this connector in a config."""
     summary: str
     config_model: type[SourceConfig]
     factory: SourceFactory
@@ -81,7 +82,7 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.initial * (2**self._attempt))
+        delay = min(self.cap, self.initial * float(2**self._attempt))
         self._attempt = min(self._attempt + 1, 30)
         return delay * (0.8 + 0.4 * self._rng.random())
 

@@ -13,7 +13,7 @@ def default_connectors() -> Registry[ConnectorSpec]:
 
     registry: Registry[ConnectorSpec] = Registry("source type")
     for spec in (opcua_spec(), modbus_spec()):
-        registry.register(spec.type, spec)
+        registry.register(spec.name, spec)
     return registry
 
 

@@ -80,8 +80,7 @@ class TagConfig(Strict):
         parts = value.split("/")
         if len(parts) != TAG_PATH_DEPTH:
             raise ValueError(
-                f"{value!r} must have {TAG_PATH_DEPTH} segments: "
-                "area/line/cell/equipment/tag"
+                f"{value!r} must have {TAG_PATH_DEPTH} segments: area/line/cell/equipment/tag"
             )
         for part in parts:
             check_segment(part)

@@ -34,14 +34,12 @@ def parse_duration_ns(text: str | float | int) -> int:
     if isinstance(text, int | float):
         if text < 0:
             raise ValueError("a duration cannot be negative")
-        return int(round(float(text) * 1e9))
+        return round(float(text) * 1e9)
     match = _DURATION.match(str(text))
     if match is None:
-        raise ValueError(
-            f"{text!r} is not a duration (use e.g. 500ms, 10s, 5m, 1h, 30d)"
-        )
+        raise ValueError(f"{text!r} is not a duration (use e.g. 500ms, 10s, 5m, 1h, 30d)")
     number, unit = match.groups()
-    return int(round(float(number) * _UNITS_NS[unit or "s"]))
+    return round(float(number) * _UNITS_NS[unit or "s"])
 
 
 def parse_duration_s(text: str | float | int) -> float:

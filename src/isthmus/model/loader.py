@@ -36,9 +36,11 @@ def _to_python(node: yaml.Node, loc: Loc, lines: _Lines) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(
-                key_node, yaml.ScalarNode
-            ) else key_node.value
+            key = (
+                yaml.safe_load(yaml.serialize(key_node))
+                if not isinstance(key_node, yaml.ScalarNode)
+                else key_node.value
+            )
             key_loc = (*loc, str(key))
             lines.by_path[key_loc] = key_node.start_mark.line + 1
             out[key] = _to_python(value_node, key_loc, lines)
@@ -70,9 +72,7 @@ def _loc_str(loc: Loc) -> str:
     return ".".join(str(p) for p in loc) if loc else "(root)"
 
 
-def _issues(exc: ValidationError, prefix: Loc, lines: _Lines, filename: str) -> list[
-    ConfigIssue
-]:
+def _issues(exc: ValidationError, prefix: Loc, lines: _Lines, filename: str) -> list[ConfigIssue]:
     issues = []
     for err in exc.errors():
         # Drop pydantic's internal markers (e.g. union branch names) from the path.
@@ -98,9 +98,7 @@ def load_plant_config(
     """
     data, lines = parse_yaml(text, filename)
     if not isinstance(data, dict):
-        raise ConfigError(
-            [ConfigIssue(filename, 1, "(root)", "the top level must be a mapping")]
-        )
+        raise ConfigError([ConfigIssue(filename, 1, "(root)", "the top level must be a mapping")])
     issues: list[ConfigIssue] = []
     plant: PlantConfig | None = None
     try:

@@ -81,9 +81,11 @@ def quality_name(code: int) -> str:
 
 def is_good(codes: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
     """Vectorised: which qualities are Good."""
-    return (codes & np.uint32(SEVERITY_MASK)) == 0
+    good: npt.NDArray[np.bool_] = (codes & np.uint32(SEVERITY_MASK)) == 0
+    return good
 
 
 def is_bad(codes: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
     """Vectorised: which qualities are Bad."""
-    return (codes & np.uint32(0x80000000)) != 0
+    bad: npt.NDArray[np.bool_] = (codes & np.uint32(0x80000000)) != 0
+    return bad

@@ -67,9 +67,9 @@ class LocalTransport:
         self.metrics = metrics or Metrics()
         self._subs: list[Subscription] = []
 
-    def subscribe(self, name: str, maxsize: int = 256, policy: Policy = "drop_oldest") -> (
-        Subscription
-    ):
+    def subscribe(
+        self, name: str, maxsize: int = 256, policy: Policy = "drop_oldest"
+    ) -> Subscription:
         sub = Subscription(self, name, maxsize, policy)
         self._subs.append(sub)
         return sub

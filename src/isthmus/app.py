@@ -1,0 +1,253 @@
+"""Composition root: builds the running system from a validated configuration.
+
+Nothing else wires components together.  Registries are built here explicitly.
+Start order: store → catalog → pipeline → sources → API; stop order is the reverse
+of data flow: sources first, then the stale watch, then the historian writer (which
+flushes what is queued), then the API, then the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from isthmus import __version__
+from isthmus.connectors.base import BoundTag, ConnectorSpec, Source, SourceContext
+from isthmus.connectors.registry import default_connectors
+from isthmus.historian.base import Store, StoreFactory, TagMeta
+from isthmus.model.clock import Clock, SystemClock
+from isthmus.model.config import PlantConfig, SourceConfig, TagConfig
+from isthmus.model.errors import IsthmusError
+from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
+from isthmus.pipeline.ingest import Ingest
+from isthmus.pipeline.metrics import Metrics
+from isthmus.pipeline.qualify import Qualifier
+from isthmus.pipeline.writer import HistorianWriter
+from isthmus.registry import Registry
+from isthmus.transport.local import LocalTransport
+
+log = logging.getLogger("isthmus")
+
+SERVER_FILE = "server.json"
+
+
+def full_path(plant: PlantConfig, tag: TagConfig) -> str:
+    return f"{plant.uns_prefix()}/{tag.path}"
+
+
+@dataclass
+class Runtime:
+    """The running system's parts; what the API and the CLI see."""
+
+    plant: PlantConfig
+    source_configs: list[SourceConfig]
+    data_dir: Path
+    catalog: TagCatalog
+    store: Store
+    transport: LocalTransport
+    metrics: Metrics
+    clock: Clock
+    ingest: Ingest
+    writer: HistorianWriter
+    sources: list[Source]
+    started_ns: int
+    version: str = __version__
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def source_status(self) -> dict[str, bool]:
+        return {s.name: s.connected for s in self.sources}
+
+
+def default_stores() -> Registry[StoreFactory]:
+    from isthmus.historian.registry import default_stores as stores
+
+    return stores()
+
+
+def build_runtime(
+    plant: PlantConfig,
+    source_configs: Sequence[SourceConfig],
+    data_dir: Path,
+    *,
+    connectors: Registry[ConnectorSpec] | None = None,
+    stores: Registry[StoreFactory] | None = None,
+    clock: Clock | None = None,
+) -> Runtime:
+    connectors = connectors or default_connectors()
+    stores = stores or default_stores()
+    clock = clock or SystemClock()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+
+    store = stores.get(plant.storage.type)(plant.storage, data_dir)
+    store.open()
+    enabled = [s for s in source_configs if s.enabled]
+    metas = [
+        TagMeta(full_path(plant, t), t.data_type.value, t.unit) for s in enabled for t in s.tags
+    ]
+    ids = store.register_tags(metas)
+    entries = [
+        CatalogEntry(ids[full_path(plant, t)], full_path(plant, t), s.name, t)
+        for s in enabled
+        for t in s.tags
+    ]
+    catalog = TagCatalog(entries)
+    metrics = Metrics()
+    transport = LocalTransport(metrics)
+    ingest = Ingest(Qualifier(catalog), transport, metrics, clock)
+    writer = HistorianWriter(
+        store,
+        transport,
+        metrics,
+        clock,
+        flush_interval=plant.pipeline.flush_interval,
+        queue_batches=plant.pipeline.queue_batches,
+        retention_s=plant.storage.retention,
+    )
+    sources: list[Source] = []
+    for cfg in enabled:
+        bound: list[BoundTag[TagConfig]] = [
+            BoundTag(ids[full_path(plant, t)], full_path(plant, t), t) for t in cfg.tags
+        ]
+        ctx = SourceContext(
+            emit=ingest.emit,
+            clock=clock,
+            metrics=metrics,
+            log=logging.getLogger(f"isthmus.source.{cfg.name}"),
+        )
+        sources.append(connectors.get(cfg.type).factory(cfg, bound, ctx))
+    return Runtime(
+        plant=plant,
+        source_configs=list(source_configs),
+        data_dir=data_dir,
+        catalog=catalog,
+        store=store,
+        transport=transport,
+        metrics=metrics,
+        clock=clock,
+        ingest=ingest,
+        writer=writer,
+        sources=sources,
+        started_ns=clock.now_ns(),
+    )
+
+
+async def start_pipeline(rt: Runtime) -> None:
+    """Start the writer, the stale watch and every source as tasks."""
+    rt.tasks.append(asyncio.create_task(rt.writer.run(), name="historian-writer"))
+    rt.tasks.append(
+        asyncio.create_task(
+            rt.ingest.watch_stale(rt.plant.pipeline.stale_check_interval), name="stale-watch"
+        )
+    )
+    for source in rt.sources:
+        rt.tasks.append(asyncio.create_task(source.run(), name=f"source-{source.name}"))
+
+
+async def stop_pipeline(rt: Runtime, grace: float = 3.0) -> None:
+    """Stop sources, then the stale watch, then the writer (it flushes), then the store."""
+    by_role: list[list[asyncio.Task[Any]]] = [
+        [t for t in rt.tasks if t.get_name().startswith("source-")],
+        [t for t in rt.tasks if t.get_name() == "stale-watch"],
+        [t for t in rt.tasks if t.get_name() == "historian-writer"],
+    ]
+    for group in by_role:
+        for task in group:
+            task.cancel()
+        if group:
+            done, pending = await asyncio.wait(group, timeout=grace)
+            for task in pending:
+                log.warning("task %s did not stop within %.0f s", task.get_name(), grace)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("task %s failed: %s", task.get_name(), task.exception())
+    rt.tasks.clear()
+    rt.store.close()
+
+
+class _Server:
+    """uvicorn without its own signal handling: the CLI owns signals."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        import uvicorn
+
+        class Quiet(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Any:
+                yield
+
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        self.server = Quiet(config)
+
+    async def serve(self) -> None:
+        await self.server.serve()
+
+    @property
+    def started(self) -> bool:
+        return bool(self.server.started)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+async def serve(
+    rt: Runtime,
+    *,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run pipeline, sources and the API until ``stop`` is set, then shut down in order."""
+    from isthmus.api.app import create_app
+    from isthmus.api.context import build_api_context
+
+    app = create_app(build_api_context(rt))
+    server = _Server(app, host, port)
+    await start_pipeline(rt)
+    server_task = asyncio.create_task(server.serve(), name="api")
+    try:
+        while not server.started:
+            if server_task.done():
+                exc = server_task.exception() if not server_task.cancelled() else None
+                raise IsthmusError(f"the API could not listen on {host}:{port}: {exc}")
+            await asyncio.sleep(0.05)
+        url = f"http://{host}:{port}"
+        _write_server_file(rt.data_dir, url)
+        if on_ready:
+            on_ready(url)
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait({stop_wait, server_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+    finally:
+        (rt.data_dir / SERVER_FILE).unlink(missing_ok=True)
+        await stop_pipeline(rt)
+        server.stop()
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, SystemExit):
+            await asyncio.wait_for(server_task, timeout=2.0)
+
+
+def _write_server_file(data_dir: Path, url: str) -> None:
+    path = data_dir / SERVER_FILE
+    path.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    os.chmod(path, 0o600)
+
+
+def running_server(data_dir: Path) -> str | None:
+    """The URL of the server that holds ``data_dir``, if one is running."""
+    path = data_dir / SERVER_FILE
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+        return str(info["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
