@@ -115,7 +115,7 @@ class Qualifier:
             with np.errstate(invalid="ignore"):
                 moved = np.abs(v - prev_v) > self.deadband[t]
             zero_db = self.deadband[t] == 0
-            record = changed_q | (~bad & (moved | zero_db)) | late
+            record = changed_q | zero_db | (~bad & moved) | late
             keep[rows] = record
             update = record & ~late
             ut = t[update]
