@@ -59,17 +59,19 @@ class TagConfig(Strict):
     their addressing fields (a Modbus register, an OPC UA node id...)."""
 
     path: str = Field(description="area/line/cell/equipment/tag, below the site")
-    data_type: DataType = DataType.FLOAT64
-    unit: str = ""
-    description: str = ""
+    data_type: DataType = Field(default=DataType.FLOAT64, description="type at the source")
+    unit: str = Field(default="", description="engineering unit shown with values (°C, m3/h)")
+    description: str = Field(default="", description="free text for people")
     range: tuple[float, float] | None = Field(
         default=None, description="engineering range [low, high]; outside → Uncertain"
     )
     deadband: float = Field(default=0.0, ge=0, description="absolute change to record")
-    scale: float = 1.0
-    offset: float = 0.0
-    writable: bool = False
-    criticality: Criticality = Criticality.LOW
+    scale: float = Field(default=1.0, description="engineering value = raw * scale + offset")
+    offset: float = Field(default=0.0, description="see scale")
+    writable: bool = Field(default=False, description="may receive commands (setpoints)")
+    criticality: Criticality = Field(
+        default=Criticality.LOW, description="how much a wrong value or command costs"
+    )
     stale_after: Duration | None = Field(
         default=None, description="no update for this long → Uncertain_LastUsableValue"
     )
@@ -97,11 +99,11 @@ class TagConfig(Strict):
 class SourceConfig(Strict):
     """The common part of every connector instance.  ``type`` selects the connector."""
 
-    name: str
-    type: str
+    name: str = Field(description="unique source name (letters, digits, _ - .)")
+    type: str = Field(description="the connector: see the sections below")
     zone: str | None = Field(default=None, description="security zone (later: conduits)")
-    enabled: bool = True
-    tags: list[TagConfig] = Field(default_factory=list)
+    enabled: bool = Field(default=True, description="false: validated but not started")
+    tags: list[TagConfig] = Field(default_factory=list, description="the tag map")
 
     @field_validator("name")
     @classmethod
@@ -110,30 +112,32 @@ class SourceConfig(Strict):
 
 
 class StorageConfig(Strict):
-    type: str = "duckdb"
+    type: str = Field(default="duckdb", description="historian backend: duckdb or sqlite")
     path: str = Field(default="historian.duckdb", description="relative to the data dir")
     retention: Duration = Field(default=30 * 86400.0, description="raw samples kept")
     memory_limit: str = Field(default="256MB", description="engine cache cap")
 
 
 class ApiConfig(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    token_ttl: Duration = Field(default=12 * 3600.0)
+    host: str = Field(default="127.0.0.1", description="listen address (0.0.0.0: all)")
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port of API and UI")
+    token_ttl: Duration = Field(default=12 * 3600.0, description="lifetime of a login token")
 
 
 class PipelineConfig(Strict):
     queue_batches: int = Field(default=256, ge=1, description="bound of each queue")
-    stale_check_interval: Duration = 1.0
+    stale_check_interval: Duration = Field(
+        default=1.0, description="how often stale_after is checked"
+    )
     flush_interval: Duration = Field(default=0.25, description="historian write cadence")
 
 
 class SimulatorConfig(Strict):
-    seed: int = 42
-    host: str = "127.0.0.1"
-    opcua_port: int = Field(default=4840, ge=0, le=65535)
-    modbus_port: int = Field(default=5020, ge=0, le=65535)
-    tick: Duration = 0.1
+    seed: int = Field(default=42, description="same seed, same plant behaviour")
+    host: str = Field(default="127.0.0.1", description="listen address of both servers")
+    opcua_port: int = Field(default=4840, ge=0, le=65535, description="OPC UA server port")
+    modbus_port: int = Field(default=5020, ge=0, le=65535, description="Modbus TCP server port")
+    tick: Duration = Field(default=0.1, description="model step")
 
 
 Hierarchy = dict[str, dict[str, dict[str, list[str]]]]
@@ -141,15 +145,19 @@ Hierarchy = dict[str, dict[str, dict[str, list[str]]]]
 
 
 class PlantConfig(Strict):
-    version: Literal[1] = 1
-    enterprise: str
-    site: str
-    hierarchy: Hierarchy
-    sources: list[dict[str, Any]] = Field(default_factory=list)
-    storage: StorageConfig = StorageConfig()
-    api: ApiConfig = ApiConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    simulator: SimulatorConfig | None = None
+    version: Literal[1] = Field(default=1, description="configuration format version")
+    enterprise: str = Field(description="ISA-95 enterprise: first segment of every UNS path")
+    site: str = Field(description="ISA-95 site: second segment of every UNS path")
+    hierarchy: Hierarchy = Field(description="area → line → cell → [equipment]")
+    sources: list[dict[str, Any]] = Field(
+        default_factory=list, description="connector instances, each with its tag map"
+    )
+    storage: StorageConfig = Field(default=StorageConfig(), description="the historian")
+    api: ApiConfig = Field(default=ApiConfig(), description="REST API and control tower")
+    pipeline: PipelineConfig = Field(default=PipelineConfig(), description="queues, cadence")
+    simulator: SimulatorConfig | None = Field(
+        default=None, description="the plant simulator used by `isthmus demo` and `sim`"
+    )
 
     @field_validator("enterprise", "site")
     @classmethod
