@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isthmus import __version__
 from isthmus.connectors.base import BoundTag, ConnectorSpec, Source, SourceContext
@@ -33,9 +33,15 @@ from isthmus.pipeline.writer import HistorianWriter
 from isthmus.registry import Registry
 from isthmus.transport.local import LocalTransport
 
+if TYPE_CHECKING:
+    from isthmus.api.context import ApiContext
+
 log = logging.getLogger("isthmus")
 
 SERVER_FILE = "server.json"
+CLI_TOKEN_TTL_S = 365 * 86400.0
+"""The local CLI token is rewritten at every start; whoever can read it can read the
+signing key beside it too, so a long life adds no exposure."""
 
 
 def full_path(plant: PlantConfig, tag: TagConfig) -> str:
@@ -209,9 +215,8 @@ async def serve(
 ) -> None:
     """Run pipeline, sources and the API until ``stop`` is set, then shut down in order."""
     from isthmus.api.app import create_app
-    from isthmus.api.context import build_api_context
 
-    app = create_app(build_api_context(rt))
+    app = create_app(api_context(rt))
     server = _Server(app, host, port)
     await start_pipeline(rt)
     server_task = asyncio.create_task(server.serve(), name="api")
@@ -234,6 +239,37 @@ async def serve(
         server.stop()
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, SystemExit):
             await asyncio.wait_for(server_task, timeout=2.0)
+
+
+def api_context(rt: Runtime) -> ApiContext:
+    """What the API sees of the runtime; also leaves the local CLI token (mode 0600)."""
+    from isthmus.api.context import ApiContext
+    from isthmus.query import CLI_TOKEN_FILE
+    from isthmus.security.identity import (
+        ADMIN_USERNAME,
+        Identity,
+        Role,
+        TokenService,
+        load_or_create_secret,
+        write_private,
+    )
+
+    identity = Identity.open(rt.data_dir, rt.plant.api.token_ttl, rt.clock)
+    if identity.users.get(ADMIN_USERNAME) is not None:
+        cli_tokens = TokenService(load_or_create_secret(rt.data_dir), CLI_TOKEN_TTL_S, rt.clock)
+        token = cli_tokens.issue(ADMIN_USERNAME, Role.VIEWER).access_token
+        write_private(rt.data_dir / CLI_TOKEN_FILE, token.encode())
+    return ApiContext(
+        catalog=rt.catalog,
+        store=rt.store,
+        transport=rt.transport,
+        metrics=rt.metrics,
+        clock=rt.clock,
+        identity=identity,
+        started_ns=rt.started_ns,
+        version=rt.version,
+        source_status=rt.source_status,
+    )
 
 
 def _write_server_file(data_dir: Path, url: str) -> None:

@@ -1,0 +1,44 @@
+"""What the API needs from the running system, built by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from isthmus import __version__
+from isthmus.historian.base import Store
+from isthmus.model.clock import Clock
+from isthmus.pipeline.catalog import TagCatalog
+from isthmus.pipeline.metrics import Metrics
+from isthmus.security.identity import Identity
+from isthmus.transport.local import LocalTransport
+
+SAMPLES_WRITTEN_METRIC = "historian.samples_written"
+"""The counter ``/health`` reports as ``samples_written``."""
+
+
+def _no_sources() -> dict[str, bool]:
+    return {}
+
+
+@dataclass
+class ApiContext:
+    """Shared, long-lived parts the routers use.  The store is synchronous: routers call
+    it through ``asyncio.to_thread``."""
+
+    catalog: TagCatalog
+    store: Store
+    transport: LocalTransport
+    metrics: Metrics
+    clock: Clock
+    identity: Identity
+    started_ns: int = 0
+    """Process start (UTC ns); 0 means "when this context was built"."""
+    version: str = __version__
+    source_status: Callable[[], dict[str, bool]] = field(default=_no_sources)
+    """Connected or not, per source name."""
+    samples_written_metric: str = SAMPLES_WRITTEN_METRIC
+
+    def __post_init__(self) -> None:
+        if self.started_ns == 0:
+            self.started_ns = self.clock.now_ns()

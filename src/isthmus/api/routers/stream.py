@@ -1,0 +1,203 @@
+"""``WS /api/stream``: live samples for the control tower.
+
+Protocol (JSON text frames):
+
+1. The client's first message authenticates: ``{"token": "<bearer token>"}``, optionally
+   with ``"subscribe": ["uns/path/prefix", ...]`` (browsers cannot set headers on a
+   WebSocket; tokens in URLs end up in logs, so neither is accepted).  A missing, late
+   or bad token closes the socket with code 4401; so does the token expiring later.
+2. Later ``{"subscribe": [...]}`` messages replace the filter (an empty list or no
+   subscribe at all means every tag).
+3. The server pushes ``{"samples": [{"path", "value", "quality", "timestamp"}, ...]}``:
+   one message per transport batch, or several batches merged so that a client gets
+   at most ~10 messages per second.  A slow client loses the oldest batches (counted
+   in ``transport.<name>.dropped_batches``), never slows the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from isthmus.api.context import ApiContext
+from isthmus.api.paths import id_mask
+from isthmus.api.schemas import typed_value
+from isthmus.model.batch import Batch
+from isthmus.model.durations import format_ns
+from isthmus.model.quality import quality_name
+from isthmus.security.identity import Claims, InvalidToken
+from isthmus.transport.local import Subscription
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["stream"])
+
+AUTH_TIMEOUT_S = 10.0
+MIN_INTERVAL_S = 0.1
+QUEUE_BATCHES = 64
+MAX_PREFIXES = 256
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNSUPPORTED = 1003
+_ids = itertools.count(1)
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _prefixes(message: dict[str, Any]) -> list[str] | None:
+    """The subscribe list of a message; None means every tag."""
+    raw = message.get("subscribe")
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, list)
+        or len(raw) > MAX_PREFIXES
+        or not all(isinstance(p, str) for p in raw)
+    ):
+        raise _Refused(CLOSE_UNSUPPORTED, "subscribe must be a list of path prefixes")
+    return raw or None
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise _Refused(CLOSE_UNSUPPORTED, "messages must be JSON objects") from None
+    if not isinstance(message, dict):
+        raise _Refused(CLOSE_UNSUPPORTED, "messages must be JSON objects")
+    return message
+
+
+class _Filter:
+    def __init__(self, ctx: ApiContext, prefixes: list[str] | None) -> None:
+        self.ctx = ctx
+        self.mask: npt.NDArray[np.bool_] = id_mask(ctx.catalog, prefixes)
+
+    def set(self, prefixes: list[str] | None) -> None:
+        self.mask = id_mask(self.ctx.catalog, prefixes)
+
+    def payload(self, batch: Batch) -> list[dict[str, Any]]:
+        ids = batch.tag_id
+        known = (ids >= 0) & (ids < len(self.mask))
+        keep = np.zeros(len(ids), dtype=np.bool_)
+        keep[known] = self.mask[ids[known]]
+        picked = batch.select(keep)
+        catalog = self.ctx.catalog
+        out: list[dict[str, Any]] = []
+        for tag_id, ts, value, quality in zip(
+            picked.tag_id.tolist(),
+            picked.ts.tolist(),
+            picked.value.tolist(),
+            picked.quality.tolist(),
+            strict=True,
+        ):
+            entry = catalog.by_id(tag_id)
+            if entry is None:
+                continue
+            out.append(
+                {
+                    "path": entry.path,
+                    "value": typed_value(value, entry.config.data_type),
+                    "quality": quality_name(quality),
+                    "timestamp": format_ns(ts),
+                }
+            )
+        return out
+
+
+async def _authenticate(ws: WebSocket, ctx: ApiContext) -> tuple[Claims, list[str] | None]:
+    try:
+        text = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
+    except TimeoutError:
+        raise _Refused(CLOSE_UNAUTHORIZED, 'send {"token": ...} first') from None
+    try:
+        message = _parse(text)
+    except _Refused:
+        raise _Refused(CLOSE_UNAUTHORIZED, 'send {"token": ...} first') from None
+    token = message.get("token")
+    if not isinstance(token, str):
+        raise _Refused(CLOSE_UNAUTHORIZED, 'send {"token": ...} first')
+    try:
+        claims = ctx.identity.verify_token(token)
+    except InvalidToken:
+        raise _Refused(CLOSE_UNAUTHORIZED, "invalid or expired token") from None
+    return claims, _prefixes(message)
+
+
+async def _read(ws: WebSocket, flt: _Filter) -> None:
+    while True:
+        message = _parse(await ws.receive_text())
+        if "subscribe" not in message:
+            raise _Refused(CLOSE_UNSUPPORTED, 'expected {"subscribe": [...]}')
+        flt.set(_prefixes(message))
+
+
+async def _write(
+    ws: WebSocket, ctx: ApiContext, sub: Subscription, flt: _Filter, claims: Claims
+) -> None:
+    clock = ctx.identity.tokens.clock
+    while True:
+        remaining = claims.expires_at - clock.now_ns() / 1e9
+        if remaining <= 0:
+            raise _Refused(CLOSE_UNAUTHORIZED, "token expired")
+        try:
+            first = await asyncio.wait_for(sub.get(), remaining)
+        except TimeoutError:
+            raise _Refused(CLOSE_UNAUTHORIZED, "token expired") from None
+        if claims.expires_at <= clock.now_ns() / 1e9:
+            raise _Refused(CLOSE_UNAUTHORIZED, "token expired")
+        batches = [first]
+        while (more := sub.get_nowait()) is not None:
+            batches.append(more)
+        samples = flt.payload(Batch.concat(batches))
+        if samples:
+            await ws.send_text(json.dumps({"samples": samples}, separators=(",", ":")))
+            await asyncio.sleep(MIN_INTERVAL_S)
+
+
+@router.websocket("/api/stream")
+async def stream(ws: WebSocket) -> None:
+    ctx: ApiContext = ws.app.state.ctx
+    await ws.accept()
+    sub: Subscription | None = None
+    try:
+        claims, prefixes = await _authenticate(ws, ctx)
+        flt = _Filter(ctx, prefixes)
+        sub = ctx.transport.subscribe(
+            f"api.stream.{next(_ids)}", maxsize=QUEUE_BATCHES, policy="drop_oldest"
+        )
+        reader = asyncio.create_task(_read(ws, flt))
+        writer = asyncio.create_task(_write(ws, ctx, sub, flt, claims))
+        done, pending = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()  # re-raise _Refused / disconnects
+    except _Refused as refused:
+        await _close(ws, refused.code, refused.reason)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("live stream failed")
+        await _close(ws, 1011, "internal error")
+    finally:
+        if sub is not None:
+            sub.close()
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # closed by the peer
+        await ws.close(code=code, reason=reason)

@@ -1,0 +1,234 @@
+"""Tags: the catalog, the hierarchy tree, last values and history."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query
+
+from isthmus.api.deps import Ctx, require_user
+from isthmus.api.paths import entries_under
+from isthmus.api.problems import ApiProblem, Problem, bad_param
+from isthmus.api.schemas import (
+    Bucket,
+    BucketedSamples,
+    HierarchyNode,
+    LastValue,
+    LastValues,
+    RawSamples,
+    Sample,
+    TagOut,
+    finite,
+    typed_value,
+)
+from isthmus.model.batch import Batch
+from isthmus.model.durations import format_ns, parse_duration_ns, parse_time_ns
+from isthmus.model.quality import quality_name
+from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
+
+router = APIRouter(prefix="/api", tags=["tags"], dependencies=[Depends(require_user)])
+
+LEVELS = ("enterprise", "site", "area", "line", "cell", "equipment")
+MAX_BUCKETS = 10_000
+MAX_LIMIT = 100_000
+_NS_MAX = 2**63 - 1
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "unknown tag, or no sample yet"}
+}
+_BAD_PARAM: dict[int | str, dict[str, Any]] = {
+    422: {"model": Problem, "description": "invalid parameter"}
+}
+
+
+def tag_out(entry: CatalogEntry) -> TagOut:
+    cfg = entry.config
+    return TagOut(
+        path=entry.path,
+        name=entry.path.rsplit("/", 1)[-1],
+        equipment=entry.path.rsplit("/", 1)[0],
+        unit=cfg.unit,
+        data_type=str(cfg.data_type),
+        description=cfg.description,
+        range=cfg.range,
+        writable=cfg.writable,
+        criticality=str(cfg.criticality),
+        source=entry.source,
+    )
+
+
+def build_hierarchy(catalog: TagCatalog) -> list[HierarchyNode]:
+    roots: list[HierarchyNode] = []
+    index: dict[str, HierarchyNode] = {}
+    for entry in catalog:
+        parts = entry.path.split("/")
+        siblings = roots
+        for depth, name in enumerate(parts[:-1]):
+            path = "/".join(parts[: depth + 1])
+            node = index.get(path)
+            if node is None:
+                level = LEVELS[depth] if depth < len(LEVELS) else "node"
+                node = HierarchyNode(name=name, level=level, path=path)
+                index[path] = node
+                siblings.append(node)
+            siblings = node.children
+        siblings.append(
+            HierarchyNode(
+                name=parts[-1],
+                level="tag",
+                path=entry.path,
+                unit=entry.config.unit,
+                data_type=str(entry.config.data_type),
+            )
+        )
+    return roots
+
+
+def _entry(ctx_catalog: TagCatalog, path: str) -> CatalogEntry:
+    entry = ctx_catalog.by_path(path)
+    if entry is None:
+        raise ApiProblem(404, f"unknown tag {path!r}")
+    return entry
+
+
+def _last_values(catalog: TagCatalog, batch: Batch) -> list[LastValue]:
+    out: list[LastValue] = []
+    for tag_id, ts, value, quality in zip(
+        batch.tag_id.tolist(),
+        batch.ts.tolist(),
+        batch.value.tolist(),
+        batch.quality.tolist(),
+        strict=True,
+    ):
+        entry = catalog.by_id(tag_id)
+        if entry is None:
+            continue
+        out.append(
+            LastValue(
+                path=entry.path,
+                value=typed_value(value, entry.config.data_type),
+                quality=quality_name(quality),
+                quality_code=quality,
+                timestamp=format_ns(ts),
+            )
+        )
+    out.sort(key=lambda v: v.path)
+    return out
+
+
+@router.get("/tags", summary="Every tag, optionally under a UNS path prefix")
+async def list_tags(
+    ctx: Ctx,
+    prefix: Annotated[str | None, Query(description="UNS path prefix, e.g. acme/plant1")] = None,
+) -> list[TagOut]:
+    return [tag_out(e) for e in entries_under(ctx.catalog, prefix)]
+
+
+@router.get("/hierarchy", summary="The ISA-95 tree: enterprise → … → equipment → tags")
+async def hierarchy(ctx: Ctx) -> list[HierarchyNode]:
+    return build_hierarchy(ctx.catalog)
+
+
+@router.get("/last", summary="Last value of every tag under a prefix, in one call")
+async def last_many(
+    ctx: Ctx,
+    prefix: Annotated[str | None, Query(description="UNS path prefix; all tags if empty")] = None,
+) -> LastValues:
+    ids = [e.tag_id for e in entries_under(ctx.catalog, prefix)]
+    if not ids:
+        return LastValues(values=[])
+    batch = await asyncio.to_thread(ctx.store.last, ids)
+    return LastValues(values=_last_values(ctx.catalog, batch))
+
+
+@router.get("/tags/{path:path}/last", summary="The newest sample of one tag", responses=_NOT_FOUND)
+async def last_one(path: str, ctx: Ctx) -> LastValue:
+    entry = _entry(ctx.catalog, path)
+    batch = await asyncio.to_thread(ctx.store.last, [entry.tag_id])
+    values = _last_values(ctx.catalog, batch)
+    if not values:
+        raise ApiProblem(404, f"tag {entry.path!r} has no sample yet")
+    return values[0]
+
+
+def _time_param(name: str, text: str, now_ns: int) -> int:
+    try:
+        ns = parse_time_ns(text, now_ns)
+    except (ValueError, OverflowError) as exc:
+        raise bad_param(name, str(exc)) from None
+    if not 0 <= ns <= _NS_MAX:
+        raise bad_param(name, f"{text!r} is outside the representable time range")
+    return ns
+
+
+@router.get(
+    "/tags/{path:path}/samples",
+    summary="History of one tag: raw samples, or avg/min/max/count per time bucket",
+    responses={**_NOT_FOUND, **_BAD_PARAM},
+    response_model=RawSamples | BucketedSamples,
+)
+async def samples(
+    path: str,
+    ctx: Ctx,
+    from_: Annotated[
+        str, Query(alias="from", description="ISO 8601 or relative (-10m, now)")
+    ] = "-15m",
+    to: Annotated[str, Query(description="ISO 8601 or relative (-10m, now)")] = "now",
+    bucket: Annotated[
+        str | None, Query(description="bucket width such as 10s or 1m; raw samples if absent")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="most raw samples returned (oldest first)")
+    ] = 10_000,
+) -> RawSamples | BucketedSamples:
+    entry = _entry(ctx.catalog, path)
+    now = ctx.clock.now_ns()
+    start = _time_param("from", from_, now)
+    end = _time_param("to", to, now)
+    if start >= end:
+        raise bad_param("from", f"must be before 'to' ({format_ns(start)} >= {format_ns(end)})")
+    unit = entry.config.unit
+    if bucket is not None:
+        try:
+            width = parse_duration_ns(bucket)
+        except ValueError as exc:
+            raise bad_param("bucket", str(exc)) from None
+        if width <= 0:
+            raise bad_param("bucket", "must be longer than zero")
+        if (end - start) // width > MAX_BUCKETS:
+            raise bad_param(
+                "bucket", f"{bucket!r} makes more than {MAX_BUCKETS} buckets; use a wider one"
+            )
+        agg = await asyncio.to_thread(ctx.store.buckets, entry.tag_id, start, end, width)
+        buckets = [
+            Bucket(
+                timestamp=format_ns(ts),
+                avg=finite(avg),
+                min=finite(lo),
+                max=finite(hi),
+                count=count,
+            )
+            for ts, avg, lo, hi, count in zip(
+                agg.bucket_ns.tolist(),
+                np.asarray(agg.avg).tolist(),
+                np.asarray(agg.min).tolist(),
+                np.asarray(agg.max).tolist(),
+                agg.count.tolist(),
+                strict=True,
+            )
+        ]
+        return BucketedSamples(path=entry.path, unit=unit, bucket=bucket.strip(), buckets=buckets)
+    batch = await asyncio.to_thread(ctx.store.raw, entry.tag_id, start, end, limit)
+    data_type = entry.config.data_type
+    rows = [
+        Sample(
+            timestamp=format_ns(ts),
+            value=typed_value(value, data_type),
+            quality=quality_name(quality),
+        )
+        for ts, value, quality in zip(
+            batch.ts.tolist(), batch.value.tolist(), batch.quality.tolist(), strict=True
+        )
+    ]
+    return RawSamples(path=entry.path, unit=unit, samples=rows)

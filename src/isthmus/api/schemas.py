@@ -1,0 +1,126 @@
+"""Response and request models: the OpenAPI contract."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, Field
+
+from isthmus.model.config import DataType
+
+Value = bool | int | float | None
+"""A sample value typed by the tag's data type; ``null`` when not a finite number."""
+
+_INT_TYPES = frozenset(
+    {
+        DataType.INT16,
+        DataType.UINT16,
+        DataType.INT32,
+        DataType.UINT32,
+        DataType.INT64,
+        DataType.UINT64,
+    }
+)
+
+
+def typed_value(value: float, data_type: DataType) -> Value:
+    """A stored float as the JSON value of its tag: bool, int or float (NaN → None)."""
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    if data_type is DataType.BOOL:
+        return value != 0.0
+    if data_type in _INT_TYPES and value.is_integer():
+        return int(value)
+    return value
+
+
+def finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    version: str
+    uptime_s: float
+    sources: dict[str, bool] = Field(description="connected, per source")
+    samples_written: int
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="seconds")
+
+
+class Me(BaseModel):
+    username: str
+    role: str
+    expires_at: str = Field(description="ISO 8601 UTC")
+
+
+class TagOut(BaseModel):
+    path: str = Field(description="full UNS path: enterprise/site/area/line/cell/equipment/tag")
+    name: str = Field(description="the last path segment")
+    equipment: str = Field(description="the path of the tag's equipment")
+    unit: str
+    data_type: str
+    description: str
+    range: tuple[float, float] | None
+    writable: bool
+    criticality: str
+    source: str
+
+
+class HierarchyNode(BaseModel):
+    name: str
+    level: str = Field(description="enterprise, site, area, line, cell, equipment or tag")
+    path: str
+    children: list[HierarchyNode] = Field(default_factory=list)
+    unit: str | None = Field(default=None, description="tags only")
+    data_type: str | None = Field(default=None, description="tags only")
+
+
+class LastValue(BaseModel):
+    path: str
+    value: Value
+    quality: str = Field(examples=["Good", "Bad_CommunicationError"])
+    quality_code: int
+    timestamp: str = Field(description="ISO 8601 UTC")
+
+
+class LastValues(BaseModel):
+    values: list[LastValue] = Field(description="tags without any sample are left out")
+
+
+class Sample(BaseModel):
+    timestamp: str
+    value: Value
+    quality: str
+
+
+class RawSamples(BaseModel):
+    path: str
+    unit: str
+    samples: list[Sample]
+
+
+class Bucket(BaseModel):
+    timestamp: str = Field(description="start of the bucket, ISO 8601 UTC")
+    avg: float | None
+    min: float | None
+    max: float | None
+    count: int = Field(description="non-Bad samples in the bucket")
+
+
+class BucketedSamples(BaseModel):
+    path: str
+    unit: str
+    bucket: str
+    buckets: list[Bucket]

@@ -1,0 +1,1 @@
+"""Security: identity (users, passwords, tokens); RBAC, policy and the command gate later."""
