@@ -31,8 +31,8 @@ from isthmus import __version__
 from isthmus.model.config import PlantConfig, SourceConfig
 from isthmus.model.errors import ConfigError, IsthmusError
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 log = logging.getLogger("isthmus")
 
 DEMO_CONFIG = "demo-plant.yaml"

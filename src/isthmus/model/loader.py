@@ -58,9 +58,10 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, _Lines]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
-        raise ConfigError(
-            [ConfigIssue(filename, line, "(yaml)", str(exc.problem or exc).strip())]
-        ) from None
+        message = str(exc.problem or exc).strip()
+        if exc.context and exc.context_mark is not None:
+            message += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        raise ConfigError([ConfigIssue(filename, line, "(yaml)", message)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(filename, 1, "(yaml)", str(exc))]) from None
     if node is None:

@@ -44,7 +44,8 @@ def test_check_reports_file_line_field_and_exits_1(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ("enterprise: [unclosed\n", ":1: (yaml)"),
+        ("enterprise: [unclosed\n", ":2: (yaml): expected ',' or ']'"),
+        ("a: 1\n  b: 2\n", ":2: (yaml)"),
         ("", ":1: (file): the file is empty"),
     ],
 )

@@ -60,7 +60,7 @@ def test_demo_end_to_end_stop_and_resume(tmp_path: Path) -> None:
         assert all(health["sources"].values()), health
 
         # The energy counter always moves: it must gather raw samples.
-        probe = next(t["path"] for t in tags if t["path"].endswith("kwh"))
+        probe = next(t["path"] for t in tags if t["path"].endswith("active_energy"))
 
         def recent() -> list[dict[str, Any]] | None:
             r = get(f"{demo.url}/api/tags/{probe}/samples", token, **{"from": "-5m"})
