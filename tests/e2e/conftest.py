@@ -32,6 +32,18 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOT = os.environ.get("ISTHMUS_SCREENSHOT") == "1"
 
+# Counts the pixels of the trend line colour on a canvas (not the background or grid).
+BLUE_PIXELS = """(testid) => {
+  const c = document.querySelector(`[data-testid="${testid}"]`);
+  const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let line = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+    if (a > 200 && b > 200 && r < 90 && g > 110 && g < 180) line++;
+  }
+  return line;
+}"""
+
 
 def launch_chromium(playwright: Any) -> Any:
     """A headless Chromium from the system install (a Playwright ``Browser``)."""

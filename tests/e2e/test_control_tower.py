@@ -16,7 +16,7 @@ from isthmus.api import create_app
 from isthmus.model.batch import Batch
 from isthmus.model.clock import SystemClock
 from isthmus.model.quality import Quality
-from tests.e2e.conftest import SCREENSHOT, LiveServer, wait_js
+from tests.e2e.conftest import BLUE_PIXELS, SCREENSHOT, LiveServer, wait_js
 from tests.integration.api.plant import (
     COUNT,
     PASSWORD,
@@ -31,7 +31,9 @@ from tests.integration.api.plant import (
 pytestmark = pytest.mark.e2e
 
 S = 1_000_000_000
-SCREENSHOT_PATH = Path(__file__).resolve().parents[2] / "docs" / "img" / "control-tower.png"
+SCREENSHOT_PATH = (
+    Path(__file__).resolve().parents[2] / "docs" / "img" / "control-tower-synthetic.png"
+)
 
 
 def temperature(t_s: float) -> float:
@@ -88,18 +90,6 @@ def live(tmp_path: Path) -> Iterator[tuple[LiveServer, Plant]]:
     with LiveServer(create_app(plant.ctx), background=[publish]) as server:
         yield server, plant
     plant.store.close()
-
-
-BLUE_PIXELS = """(testid) => {
-  const c = document.querySelector(`[data-testid="${testid}"]`);
-  const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-  let line = 0;
-  for (let i = 0; i < data.length; i += 4) {
-    const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
-    if (a > 200 && b > 200 && r < 90 && g > 110 && g < 180) line++;
-  }
-  return line;
-}"""
 
 
 def log_in(page: Any, url: str) -> None:
