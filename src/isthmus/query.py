@@ -114,18 +114,17 @@ def _via_store(
     limit: int,
 ) -> tuple[Rows, list[str]]:
     from isthmus.app import default_stores, full_path
-    from isthmus.historian.base import TagMeta
 
-    tags = {full_path(plant, t): t for s in sources for t in s.tags}
-    tag = tags.get(path)
-    if tag is None:
+    if path not in {full_path(plant, t) for s in sources for t in s.tags}:
         raise IsthmusError(f"unknown tag {path!r} (see `isthmus check` or GET /api/tags)")
     if not (data_dir / plant.storage.path).exists() and plant.storage.path != ":memory:":
         raise IsthmusError(f"no history in {data_dir} yet: run `isthmus demo` first")
     store = default_stores().get(plant.storage.type)(plant.storage, data_dir)
     store.open()
     try:
-        tag_id = store.register_tags([TagMeta(path, tag.data_type.value, tag.unit)])[path]
+        tag_id = store.tags().get(path)
+        if tag_id is None:
+            raise IsthmusError(f"no history for {path!r} in {data_dir} yet")
         if bucket_ns:
             agg = store.buckets(tag_id, start, end, bucket_ns)
             rows = [

@@ -50,6 +50,10 @@ class Store(Protocol):
         """Stable ids for tag paths: known paths keep their id across restarts."""
         ...
 
+    def tags(self) -> dict[str, int]:
+        """Every registered tag path with its id (read-only)."""
+        ...
+
     def write(self, batch: Batch) -> int:
         """Store a batch; returns the number of new rows (duplicates are skipped)."""
         ...

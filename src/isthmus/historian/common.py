@@ -9,6 +9,7 @@ import numpy.typing as npt
 
 from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
+from isthmus.model.errors import StoreError
 
 MEMORY = ":memory:"
 """The special storage path for an in-memory store (nothing is written to disk)."""
@@ -68,7 +69,7 @@ def check_bucket(bucket_ns: int) -> None:
         raise ValueError(f"bucket_ns must be positive, got {bucket_ns}")
 
 
-class StoreBusyError(RuntimeError):
+class StoreBusyError(StoreError):
     """The database file is held by another process (embedded engines allow one writer).
 
     The CLI catches it and queries the running server through its API instead.
