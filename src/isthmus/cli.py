@@ -290,20 +290,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=update)
 
     async def main() -> None:
-        ready = asyncio.Event()
-        task = asyncio.create_task(run_simulator(settings, ready=ready))
+        task = asyncio.create_task(run_simulator(settings))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        await ready.wait()
-        log.info(
-            "simulator serving opc.tcp://%s:%d and modbus %s:%d (seed %d)",
-            settings.host,
-            settings.opcua_port,
-            settings.host,
-            settings.modbus_port,
-            settings.seed,
-        )
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
