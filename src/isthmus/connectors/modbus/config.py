@@ -70,3 +70,15 @@ class ModbusSourceConfig(SourceConfig):
     max_gap: int = Field(default=8, ge=0, description="unused registers read to coalesce")
     reconnect_max: Duration = 30.0
     tags: list[ModbusTagConfig] = Field(default_factory=list)  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _fits_requests(self) -> ModbusSourceConfig:
+        for i, tag in enumerate(self.tags):
+            if tag.kind in (RegisterKind.HOLDING, RegisterKind.INPUT):
+                width = REGISTER_WIDTH[tag.data_type]
+                if width > self.max_registers:
+                    raise ValueError(
+                        f"tags[{i}] ({tag.path}): a {tag.data_type.value} needs {width} "
+                        f"registers, more than max_registers={self.max_registers}"
+                    )
+        return self

@@ -1,0 +1,355 @@
+"""The compiled Modbus read plan: which requests to send, and how to decode them (pure).
+
+:func:`build_plan` groups tags by register kind, sorts them by address and coalesces
+them into read blocks of at most ``max_registers`` registers (``max_bits`` bits for
+coils and discrete inputs), bridging gaps of at most ``max_gap`` unused addresses and
+never splitting a multi-register value.  For every block it precomputes NumPy index
+arrays, one :class:`DecodeGroup` per ``(data_type, word_order, byte_order)``, so that
+decoding a response is one fancy-index + byte-order ``astype`` + ``view`` per group:
+no per-tag Python work on the hot path.
+
+Conventions: *word order* ``big`` puts the high 16-bit word first (Modbus convention
+used by most devices); *byte order* ``big`` is the normal Modbus byte order inside a
+register.  Values come out as float64; 64-bit integers above 2**53 lose precision there.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from isthmus.connectors.base import BoundTag
+from isthmus.connectors.modbus.config import (
+    REGISTER_WIDTH,
+    ModbusSourceConfig,
+    ModbusTagConfig,
+    Order,
+    RegisterKind,
+)
+from isthmus.model.config import DataType
+from isthmus.model.quality import Quality
+
+MAX_REGISTERS = 125
+MAX_BITS = 2000
+ADDRESS_SPACE = 65536
+
+BIT_KINDS = frozenset({RegisterKind.COIL, RegisterKind.DISCRETE})
+
+# Big-endian NumPy dtype of each register type, as laid out on the wire (high word first).
+_TARGET: dict[DataType, str] = {
+    DataType.INT16: ">i2",
+    DataType.UINT16: ">u2",
+    DataType.INT32: ">i4",
+    DataType.UINT32: ">u4",
+    DataType.INT64: ">i8",
+    DataType.UINT64: ">u8",
+    DataType.FLOAT32: ">f4",
+    DataType.FLOAT64: ">f8",
+}
+_STRUCT: dict[DataType, str] = {
+    DataType.INT16: ">h",
+    DataType.UINT16: ">H",
+    DataType.INT32: ">i",
+    DataType.UINT32: ">I",
+    DataType.INT64: ">q",
+    DataType.UINT64: ">Q",
+    DataType.FLOAT32: ">f",
+    DataType.FLOAT64: ">d",
+}
+# How one register's 16 bits become two bytes: big = high byte first (normal Modbus).
+_WIRE = {Order.BIG: np.dtype(">u2"), Order.LITTLE: np.dtype("<u2")}
+
+IntArray = npt.NDArray[np.intp]
+FloatArray = npt.NDArray[np.float64]
+QualityArray = npt.NDArray[np.uint32]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTag:
+    """A tag as the planner sees it: its address and its resolved decoding."""
+
+    tag_id: int
+    kind: RegisterKind
+    address: int
+    data_type: DataType
+    word_order: Order = Order.BIG
+    byte_order: Order = Order.BIG
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits) the value occupies."""
+        return REGISTER_WIDTH[self.data_type]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DecodeGroup:
+    """Tags of one block sharing ``(data_type, word_order, byte_order)``.
+
+    ``positions`` are indexes into the block's tag slice; ``index`` is an
+    ``(n, width)`` array of register offsets inside the response, already in
+    high-word-first order.  For bit blocks ``index`` is ``(n, 1)`` bit offsets.
+    """
+
+    data_type: DataType
+    positions: IntArray
+    index: IntArray
+    wire: np.dtype[Any] | None
+    target: np.dtype[Any] | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ReadBlock:
+    """One read request and the decoding of its response.
+
+    The block's tags occupy ``start:stop`` of the plan's tag order (:attr:`ReadPlan.tag_ids`).
+    """
+
+    kind: RegisterKind
+    address: int
+    count: int
+    start: int
+    stop: int
+    tag_ids: npt.NDArray[np.int32]
+    ends: IntArray
+    """Per tag (block order): the offset one past its last register/bit."""
+    groups: tuple[DecodeGroup, ...]
+
+    @property
+    def is_bits(self) -> bool:
+        return self.kind in BIT_KINDS
+
+    @property
+    def end(self) -> int:
+        """One past the last address read."""
+        return self.address + self.count
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def decode_into(
+        self,
+        data: Sequence[int] | Sequence[bool] | npt.NDArray[Any],
+        values: FloatArray,
+        quality: QualityArray,
+    ) -> int:
+        """Decode a response into ``values[start:stop]`` / ``quality[start:stop]``.
+
+        ``data`` is the response's registers (ints 0..65535) or bits, or the raw payload
+        bytes of the response (registers big-endian; bits packed LSB first, as on the
+        wire): the fast path, with no Python int per register.  A response too
+        short for some tags, or holding values that are not registers, makes those tags
+        ``BAD_DECODING_ERROR``; it never raises.  Returns the number of Good values.
+        """
+        out = values[self.start : self.stop]
+        q = quality[self.start : self.stop]
+        try:
+            words: npt.NDArray[Any]
+            if isinstance(data, bytes | bytearray | memoryview):
+                words = _from_payload(bytes(data), self.is_bits)
+            elif self.is_bits:
+                words = np.asarray(data, dtype=np.bool_).reshape(-1)
+            else:
+                words = np.asarray(data, dtype=np.uint16).reshape(-1)
+        except (OverflowError, ValueError, TypeError):
+            out.fill(np.nan)
+            q.fill(Quality.BAD_DECODING_ERROR)
+            return 0
+        n = len(words)
+        if n < self.count:
+            # Short response: pad, then mark the tags that ran past its end.
+            padded = np.zeros(self.count, dtype=words.dtype)
+            padded[:n] = words
+            words = padded
+        q.fill(Quality.GOOD)
+        # A signalling NaN in a float register would raise FE_INVALID on the cast.
+        with np.errstate(invalid="ignore"):
+            for group in self.groups:
+                picked = words[group.index]
+                if group.wire is None or group.target is None:
+                    out[group.positions] = picked[:, 0]
+                else:
+                    out[group.positions] = picked.astype(group.wire).view(group.target)[:, 0]
+        if n < self.count:
+            short = self.ends > n
+            out[short] = np.nan
+            q[short] = Quality.BAD_DECODING_ERROR
+            return int(len(out) - np.count_nonzero(short))
+        return len(out)
+
+    def decode(
+        self, data: Sequence[int] | Sequence[bool] | npt.NDArray[Any]
+    ) -> tuple[FloatArray, QualityArray]:
+        """Decode a response into new arrays aligned with :attr:`tag_ids` (tests, tools)."""
+        values = np.empty(self.stop, dtype=np.float64)
+        quality = np.empty(self.stop, dtype=np.uint32)
+        self.decode_into(data, values, quality)
+        return values[self.start :], quality[self.start :]
+
+    def fail_into(self, quality: QualityArray, values: FloatArray, code: int) -> None:
+        """Mark every tag of this block with a Bad ``code`` (value NaN)."""
+        values[self.start : self.stop] = np.nan
+        quality[self.start : self.stop] = code
+
+
+def _from_payload(payload: bytes, bits: bool) -> npt.NDArray[Any]:
+    if bits:
+        packed = np.frombuffer(payload, dtype=np.uint8)
+        return np.unpackbits(packed, bitorder="little").view(np.bool_)
+    if len(payload) % 2:
+        raise ValueError("odd number of bytes in a register payload")
+    return np.frombuffer(payload, dtype=">u2")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ReadPlan:
+    blocks: tuple[ReadBlock, ...]
+    tag_ids: npt.NDArray[np.int32]
+    """Tag ids in plan order: block ``b`` covers ``tag_ids[b.start:b.stop]``."""
+
+    def __len__(self) -> int:
+        return len(self.tag_ids)
+
+    @property
+    def registers(self) -> int:
+        """Registers and bits read per poll cycle (including bridged gaps)."""
+        return sum(b.count for b in self.blocks)
+
+
+def build_plan(
+    tags: Sequence[PlanTag],
+    *,
+    max_registers: int = MAX_REGISTERS,
+    max_bits: int = MAX_BITS,
+    max_gap: int = 8,
+) -> ReadPlan:
+    """Coalesce tags into read blocks.  Raises ``ValueError`` for impossible layouts."""
+    if not 1 <= max_registers <= MAX_REGISTERS:
+        raise ValueError(f"max_registers must be 1..{MAX_REGISTERS}")
+    if not 1 <= max_bits <= MAX_BITS:
+        raise ValueError(f"max_bits must be 1..{MAX_BITS}")
+    if max_gap < 0:
+        raise ValueError("max_gap must be >= 0")
+    for tag in tags:
+        bits = tag.kind in BIT_KINDS
+        if bits != (tag.data_type == DataType.BOOL):
+            raise ValueError(f"tag {tag.tag_id}: {tag.data_type} does not fit a {tag.kind} read")
+        limit = max_bits if bits else max_registers
+        if tag.width > limit:
+            raise ValueError(
+                f"tag {tag.tag_id}: a {tag.data_type} needs {tag.width} registers, "
+                f"more than max_registers={limit}"
+            )
+        if tag.address < 0 or tag.address + tag.width > ADDRESS_SPACE:
+            raise ValueError(f"tag {tag.tag_id}: address {tag.address} out of range")
+
+    kind_rank = {kind: i for i, kind in enumerate(RegisterKind)}
+    ordered = sorted(tags, key=lambda t: (kind_rank[t.kind], t.address, -t.width, t.tag_id))
+    blocks: list[ReadBlock] = []
+    i = 0
+    while i < len(ordered):
+        first = ordered[i]
+        limit = max_bits if first.kind in BIT_KINDS else max_registers
+        begin, end = first.address, first.address + first.width
+        j = i + 1
+        while j < len(ordered):
+            tag = ordered[j]
+            if tag.kind != first.kind:
+                break
+            new_end = max(end, tag.address + tag.width)
+            if tag.address - end > max_gap or new_end - begin > limit:
+                break
+            end = new_end
+            j += 1
+        blocks.append(_compile_block(ordered[i:j], begin, end - begin, start=i))
+        i = j
+    tag_ids = np.array([t.tag_id for t in ordered], dtype=np.int32)
+    return ReadPlan(tuple(blocks), tag_ids)
+
+
+def _compile_block(tags: Sequence[PlanTag], address: int, count: int, start: int) -> ReadBlock:
+    kind = tags[0].kind
+    groups: dict[tuple[DataType, Order, Order], list[int]] = {}
+    for pos, tag in enumerate(tags):
+        groups.setdefault((tag.data_type, tag.word_order, tag.byte_order), []).append(pos)
+    compiled: list[DecodeGroup] = []
+    for (data_type, word_order, byte_order), positions in groups.items():
+        width = REGISTER_WIDTH[data_type]
+        offsets = np.array([tags[p].address - address for p in positions], dtype=np.intp)
+        words = np.arange(width, dtype=np.intp)
+        if word_order == Order.LITTLE:
+            words = words[::-1]
+        index = np.ascontiguousarray(offsets[:, None] + words[None, :])
+        if kind in BIT_KINDS:
+            wire = target = None
+        else:
+            wire = _WIRE[byte_order]
+            target = np.dtype(_TARGET[data_type])
+        compiled.append(
+            DecodeGroup(data_type, np.array(positions, dtype=np.intp), index, wire, target)
+        )
+    ends = np.array([t.address + t.width - address for t in tags], dtype=np.intp)
+    return ReadBlock(
+        kind=kind,
+        address=address,
+        count=count,
+        start=start,
+        stop=start + len(tags),
+        tag_ids=np.array([t.tag_id for t in tags], dtype=np.int32),
+        ends=ends,
+        groups=tuple(compiled),
+    )
+
+
+def plan_tags(
+    config: ModbusSourceConfig, tags: Sequence[BoundTag[ModbusTagConfig]]
+) -> list[PlanTag]:
+    """Resolve each tag's orders against the device defaults of its source."""
+    return [
+        PlanTag(
+            tag_id=t.tag_id,
+            kind=t.config.kind,
+            address=t.config.address,
+            data_type=t.config.data_type,
+            word_order=t.config.word_order or config.word_order,
+            byte_order=t.config.byte_order or config.byte_order,
+        )
+        for t in tags
+    ]
+
+
+def plan_for(config: ModbusSourceConfig, tags: Sequence[BoundTag[ModbusTagConfig]]) -> ReadPlan:
+    """The read plan of a configured source."""
+    return build_plan(
+        plan_tags(config, tags),
+        max_registers=config.max_registers,
+        max_bits=config.max_bits,
+        max_gap=config.max_gap,
+    )
+
+
+def encode_value(
+    data_type: DataType | str,
+    value: float | int | bool,
+    word_order: Order | str = Order.BIG,
+    byte_order: Order | str = Order.BIG,
+) -> list[int]:
+    """The registers holding ``value`` (for writes and tests); a bool gives ``[0]``/``[1]``.
+
+    Integers must fit the type (``struct.error`` otherwise); float32 rounds.
+    """
+    data_type = DataType(data_type)
+    if data_type == DataType.BOOL:
+        return [1 if value else 0]
+    fmt = _STRUCT[data_type]
+    raw = struct.pack(fmt, value if fmt[-1] in "fd" else int(value))
+    words = [raw[k : k + 2] for k in range(0, len(raw), 2)]
+    if Order(word_order) == Order.LITTLE:
+        words.reverse()
+    if Order(byte_order) == Order.LITTLE:
+        return [int.from_bytes(w, "little") for w in words]
+    return [int.from_bytes(w, "big") for w in words]
