@@ -50,8 +50,10 @@ def launch_chromium(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped on purpose: Playwright's sync API keeps an event loop running in the
+    main thread while it lives, which would break every asyncio test collected after it."""
     require_binary(CHROMIUM, "the end-to-end tests drive a real headless Chromium")
     from playwright.sync_api import sync_playwright
 

@@ -70,7 +70,8 @@ class TagOut(BaseModel):
     name: str = Field(description="the last path segment")
     equipment: str = Field(description="the path of the tag's equipment")
     unit: str
-    data_type: str
+    data_type: str = Field(description="the type at the source (register or node type)")
+    value_type: str = Field(description="the engineering value's type: float64 when scaled")
     description: str
     range: tuple[float, float] | None
     writable: bool
@@ -85,6 +86,7 @@ class HierarchyNode(BaseModel):
     children: list[HierarchyNode] = Field(default_factory=list)
     unit: str | None = Field(default=None, description="tags only")
     data_type: str | None = Field(default=None, description="tags only")
+    value_type: str | None = Field(default=None, description="tags only")
 
 
 class LastValue(BaseModel):

@@ -88,6 +88,14 @@ class TagConfig(Strict):
             check_segment(part)
         return value
 
+    @property
+    def value_type(self) -> DataType:
+        """The type of the engineering value: the source type, unless scale or offset
+        turn an integer register into a real number."""
+        if self.data_type is DataType.BOOL or (self.scale == 1 and self.offset == 0):
+            return self.data_type
+        return DataType.FLOAT64
+
     @field_validator("range")
     @classmethod
     def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:

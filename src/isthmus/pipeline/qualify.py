@@ -75,7 +75,8 @@ class Qualifier:
             if len(batch) == 0:
                 return batch
 
-        value = batch.value * self.scale[tag] + self.offset[tag]
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite results → Bad below
+            value = batch.value * self.scale[tag] + self.offset[tag]
         quality = batch.quality.copy()
         good = (quality & np.uint32(SEVERITY_MASK)) == 0
         finite = np.isfinite(value)
@@ -112,7 +113,7 @@ class Qualifier:
             prev_v = self.last_value[t]
             changed_q = q != prev_q
             bad = (q & np.uint32(0x80000000)) != 0
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore", over="ignore"):
                 moved = np.abs(v - prev_v) > self.deadband[t]
             zero_db = self.deadband[t] == 0
             record = changed_q | zero_db | (~bad & moved) | late

@@ -200,6 +200,7 @@ async def test_tags(client: httpx.AsyncClient, auth: dict[str, str]) -> None:
         "equipment": f"{PREFIX}/packaging/line1/filler/F101",
         "unit": "°C",
         "data_type": "float64",
+        "value_type": "float64",
         "description": "Product temperature",
         "range": [0.0, 150.0],
         "writable": False,
@@ -234,6 +235,7 @@ async def test_hierarchy(client: httpx.AsyncClient, auth: dict[str, str]) -> Non
     assert leaves["temperature"]["path"] == TEMPERATURE
     assert leaves["temperature"]["unit"] == "°C"
     assert leaves["running"]["data_type"] == "bool"
+    assert leaves["count"]["value_type"] == "uint32"
 
 
 async def test_last(client: httpx.AsyncClient, auth: dict[str, str]) -> None:

@@ -138,3 +138,15 @@ def test_modbus_bool_needs_bit_kind() -> None:
     (err,) = errors(text)
     assert "sources.0.tags.0" in err
     assert "coil or discrete" in err
+
+
+def test_value_type_is_float_when_scaled() -> None:
+    from isthmus.model.config import DataType, TagConfig
+
+    def vt(**kw: object) -> DataType:
+        return TagConfig.model_validate({"path": "a/l/c/e/t", **kw}).value_type
+
+    assert vt(data_type="int16") is DataType.INT16
+    assert vt(data_type="int16", scale=0.1) is DataType.FLOAT64
+    assert vt(data_type="uint32", offset=-40) is DataType.FLOAT64
+    assert vt(data_type="bool", scale=2) is DataType.BOOL

@@ -109,7 +109,7 @@ class _Filter:
             out.append(
                 {
                     "path": entry.path,
-                    "value": typed_value(value, entry.config.data_type),
+                    "value": typed_value(value, entry.config.value_type),
                     "quality": quality_name(quality),
                     "timestamp": format_ns(ts),
                 }

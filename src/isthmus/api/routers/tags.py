@@ -50,6 +50,7 @@ def tag_out(entry: CatalogEntry) -> TagOut:
         equipment=entry.path.rsplit("/", 1)[0],
         unit=cfg.unit,
         data_type=str(cfg.data_type),
+        value_type=str(cfg.value_type),
         description=cfg.description,
         range=cfg.range,
         writable=cfg.writable,
@@ -80,6 +81,7 @@ def build_hierarchy(catalog: TagCatalog) -> list[HierarchyNode]:
                 path=entry.path,
                 unit=entry.config.unit,
                 data_type=str(entry.config.data_type),
+                value_type=str(entry.config.value_type),
             )
         )
     return roots
@@ -107,7 +109,7 @@ def _last_values(catalog: TagCatalog, batch: Batch) -> list[LastValue]:
         out.append(
             LastValue(
                 path=entry.path,
-                value=typed_value(value, entry.config.data_type),
+                value=typed_value(value, entry.config.value_type),
                 quality=quality_name(quality),
                 quality_code=quality,
                 timestamp=format_ns(ts),
@@ -220,7 +222,7 @@ async def samples(
         ]
         return BucketedSamples(path=entry.path, unit=unit, bucket=bucket.strip(), buckets=buckets)
     batch = await asyncio.to_thread(ctx.store.raw, entry.tag_id, start, end, limit)
-    data_type = entry.config.data_type
+    data_type = entry.config.value_type
     rows = [
         Sample(
             timestamp=format_ns(ts),

@@ -277,7 +277,7 @@ function paintRow(path, row, flash) {
     row.age.textContent = "";
     return;
   }
-  const text = formatValue(last.value, tag ? tag.data_type : "float64");
+  const text = formatValue(last.value, tag ? tag.value_type : "float64");
   if (row.value.textContent !== text) {
     row.value.textContent = text;
     if (flash) {
@@ -306,7 +306,7 @@ function paintChartValue() {
     return;
   }
   badge.className = `chart-value ${qualityClass(last.quality)}`;
-  badge.textContent = `${formatValue(last.value, tag.data_type)}${tag.unit ? ` ${tag.unit}` : ""}`;
+  badge.textContent = `${formatValue(last.value, tag.value_type)}${tag.unit ? ` ${tag.unit}` : ""}`;
 }
 
 function paintAge(row, last) {
@@ -542,7 +542,7 @@ class TrendChart {
     lo = Math.floor(lo / yStep) * yStep;
     hi = Math.ceil(hi / yStep) * yStep;
 
-    const dataType = this.tag ? this.tag.data_type : "float64";
+    const dataType = this.tag ? this.tag.value_type : "float64";
     let decimals = 0;
     while (decimals < 6 && Math.abs(Math.round(yStep * 10 ** decimals) - yStep * 10 ** decimals) > 1e-6) decimals++;
     const label = (v) => (dataType === "bool" ? (v === 1 ? "true" : v === 0 ? "false" : "") : v.toFixed(Math.min(decimals, 6)));
