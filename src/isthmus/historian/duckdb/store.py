@@ -35,7 +35,6 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from isthmus.historian.base import Aggregates, TagMeta
 from isthmus.historian.common import (
@@ -72,7 +71,7 @@ CREATE TABLE IF NOT EXISTS last_value (
 # New rows of the registered ``_batch`` (already free of internal duplicates).
 _INSERT = """
 INSERT INTO samples
-SELECT b.tag_id, b.ts, b.value, b.quality
+SELECT b.tag_id, b.ts, coalesce(b.value, 'NaN'::DOUBLE), b.quality
 FROM _batch AS b
 ANTI JOIN (
     SELECT tag_id, ts FROM samples
@@ -80,14 +79,19 @@ ANTI JOIN (
 ) AS s ON b.tag_id = s.tag_id AND b.ts = s.ts
 """
 
+# NumPy columns are scanned with pandas semantics (NaN → NULL): coalesce restores NaN,
+# which Bad samples legitimately carry.
+#
 # Append without the anti-join: only when the whole batch is newer than every stored row.
-_APPEND = "INSERT INTO samples SELECT tag_id, ts, value, quality FROM _batch"
+_APPEND = (
+    "INSERT INTO samples SELECT tag_id, ts, coalesce(value, 'NaN'::DOUBLE), quality FROM _batch"
+)
 
 # Any stored sample of a tag is at or before its last_value.ts, so a batch row that was
 # a duplicate can never pass the strict ``>`` and replace the newest value.
 _UPSERT_LAST = """
 INSERT INTO last_value
-SELECT tag_id, max(ts), arg_max(value, ts), arg_max(quality, ts)
+SELECT tag_id, max(ts), arg_max(coalesce(value, 'NaN'::DOUBLE), ts), arg_max(quality, ts)
 FROM _batch GROUP BY tag_id
 ON CONFLICT (tag_id) DO UPDATE
 SET ts = excluded.ts, value = excluded.value, quality = excluded.quality
@@ -267,14 +271,14 @@ class DuckDBStore:
         if len(batch) == 0:
             return 0
         batch = dedupe_first(batch)
-        table = pa.table(
-            {
-                "tag_id": batch.tag_id,
-                "ts": batch.ts,
-                "value": batch.value,
-                "quality": batch.quality,
-            }
-        )
+        # A dict of NumPy columns is scanned by DuckDB in place; no pyarrow needed
+        # (importing it would cost ~40 MB of resident memory for nothing).
+        table = {
+            "tag_id": batch.tag_id,
+            "ts": batch.ts,
+            "value": batch.value,
+            "quality": batch.quality,
+        }
         ts_lo, ts_hi = int(batch.ts.min()), int(batch.ts.max())
         with self._write_lock:
             cur = self._write_cursor()
