@@ -190,7 +190,13 @@ class _Server:
                 yield
 
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
         )
         self.server = Quiet(config)
 
@@ -234,11 +240,13 @@ async def serve(
         await asyncio.wait({stop_wait, server_task}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
     finally:
+        # The API goes first: clients are told (WebSockets closed with 1012) and no request
+        # can reach a store that is closing.  Then the pipeline, in data-flow order.
         (rt.data_dir / SERVER_FILE).unlink(missing_ok=True)
-        await stop_pipeline(rt)
         server.stop()
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, SystemExit):
-            await asyncio.wait_for(server_task, timeout=2.0)
+            await asyncio.wait_for(server_task, timeout=1.5)
+        await stop_pipeline(rt)
 
 
 def api_context(rt: Runtime) -> ApiContext:

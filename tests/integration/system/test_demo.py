@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.support import free_port, running_demo
 
@@ -81,9 +82,16 @@ def test_demo_end_to_end_stop_and_resume(tmp_path: Path) -> None:
         rows = json.loads(q.stdout)
         assert len(rows) >= 3 and {"timestamp", "value", "quality"} <= set(rows[0])
 
-        took = demo.stop()
+        # A live-stream client stays connected through the shutdown.
+        ws_url = demo.url.replace("http://", "ws://") + "/api/stream"
+        with connect(ws_url, open_timeout=10) as ws:
+            ws.send(json.dumps({"token": token}))
+            assert "samples" in json.loads(ws.recv(timeout=10))
+            took = demo.stop()
         assert took < 5.0, f"Ctrl-C took {took:.1f} s"
         assert demo.proc.returncode == 0
+        output = demo.proc.stdout.read() if demo.proc.stdout else ""
+        assert "Traceback" not in output and "ERROR" not in output, output
         # Ports are free again: the simulator child went away too.
         for port in demo.ports.values():
             import socket

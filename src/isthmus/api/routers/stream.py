@@ -119,7 +119,8 @@ class _Filter:
 
 async def _authenticate(ws: WebSocket, ctx: ApiContext) -> tuple[Claims, list[str] | None]:
     try:
-        text = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
+        async with asyncio.timeout(AUTH_TIMEOUT_S):
+            text = await ws.receive_text()
     except TimeoutError:
         raise _Refused(CLOSE_UNAUTHORIZED, 'send {"token": ...} first') from None
     try:
@@ -153,7 +154,10 @@ async def _write(
         if remaining <= 0:
             raise _Refused(CLOSE_UNAUTHORIZED, "token expired")
         try:
-            first = await asyncio.wait_for(sub.get(), remaining)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the queue get, leaving this loop running after a disconnect.
+            async with asyncio.timeout(remaining):
+                first = await sub.get()
         except TimeoutError:
             raise _Refused(CLOSE_UNAUTHORIZED, "token expired") from None
         if claims.expires_at <= clock.now_ns() / 1e9:
@@ -180,10 +184,17 @@ async def stream(ws: WebSocket) -> None:
         )
         reader = asyncio.create_task(_read(ws, flt))
         writer = asyncio.create_task(_write(ws, ctx, sub, flt, claims))
-        done, pending = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Whatever ends the stream (a side finishing, or this handler being cancelled),
+            # both tasks are stopped and their outcome collected: nothing left dangling.
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.wait({reader, writer}, timeout=1.0)
+            for task in (reader, writer):
+                if task.done() and not task.cancelled():
+                    task.exception()  # mark retrieved; re-raised below when it matters
         for task in done:
             task.result()  # re-raise _Refused / disconnects
     except _Refused as refused:
