@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock, SystemClock
 from isthmus.model.config import SourceConfig, TagConfig
+from isthmus.model.quality import Quality
 from isthmus.pipeline.metrics import Metrics
 
 TagT = TypeVar("TagT", bound=TagConfig)
@@ -88,3 +93,53 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+class Link:
+    """A source's connection state, with the contract's outage behaviour in one place:
+    on the first failure of an outage its tags are emitted Bad once
+    (``BAD_COMMUNICATION_ERROR``) and one warning is logged; when the link comes back one
+    info line says how long it was down.  Counts ``source.<name>.errors`` (every failure)
+    and ``source.<name>.reconnects``."""
+
+    def __init__(
+        self, kind: str, name: str, target: str, tag_ids: npt.NDArray[np.int32], ctx: SourceContext
+    ) -> None:
+        self.connected = False
+        self._label = f"{kind} source {name}"
+        self._target = target
+        self._tag_ids = tag_ids
+        self._ctx = ctx
+        self._since: float | None = None
+        self._m_errors = f"source.{name}.errors"
+        self._m_reconnects = f"source.{name}.reconnects"
+
+    def up(self) -> None:
+        self.connected = True
+        if self._since is not None:
+            down = time.monotonic() - self._since
+            self._since = None
+            self._ctx.metrics.inc(self._m_reconnects)
+            self._ctx.log.info(
+                "%s: connected again to %s after %.1f s", self._label, self._target, down
+            )
+
+    async def down(self, reason: str) -> None:
+        self.connected = False
+        self._ctx.metrics.inc(self._m_errors)
+        if self._since is not None:
+            return
+        self._since = time.monotonic()
+        self._ctx.log.warning(
+            "%s: %s unreachable (%s); tags Bad, reconnecting", self._label, self._target, reason
+        )
+        n = len(self._tag_ids)
+        if n:
+            await self._ctx.emit(
+                Batch(
+                    self._tag_ids.copy(),
+                    np.full(n, self._ctx.clock.now_ns(), dtype=np.int64),
+                    np.full(n, np.nan, dtype=np.float64),
+                    np.full(n, Quality.BAD_COMMUNICATION_ERROR, dtype=np.uint32),
+                )
+            )

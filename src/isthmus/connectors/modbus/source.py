@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from isthmus.connectors.base import Backoff, BoundTag, SourceContext
+from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig, RegisterKind
 from isthmus.connectors.modbus.decode import ReadBlock, ReadPlan, plan_for
 from isthmus.model.batch import Batch
@@ -105,14 +104,12 @@ class ModbusSource:
         self.plan: ReadPlan = plan_for(config, tags)
         self._tag_ids = self.plan.tag_ids
         self._client: Any = None
-        self._connected = False
-        self._outage_since: float | None = None
+        self._link = Link("modbus", self.name, f"{config.host}:{config.port}", self._tag_ids, ctx)
         self._burst = BurstLog(ctx.log)
         prefix = f"source.{self.name}"
         self._m_requests = f"{prefix}.requests"
         self._m_values = f"{prefix}.values"
         self._m_errors = f"{prefix}.errors"
-        self._m_reconnects = f"{prefix}.reconnects"
         self._m_overruns = f"{prefix}.overruns"
         self._m_cycle = f"{prefix}.cycle_seconds"
         self._readers = {
@@ -124,7 +121,7 @@ class ModbusSource:
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        return self._link.connected
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -142,18 +139,18 @@ class ModbusSource:
                         raise _ConnectionLost(
                             f"cannot connect to {self.config.host}:{self.config.port}"
                         )
-                    self._on_connected()
+                    self._link.up()
                     backoff.reset()
                     await self._poll_loop(client)
                 except _ConnectionLost as exc:
-                    await self._on_outage(str(exc))
+                    await self._link.down(str(exc))
                 except (ModbusException, OSError) as exc:
-                    await self._on_outage(f"{type(exc).__name__}: {exc}")
+                    await self._link.down(f"{type(exc).__name__}: {exc}")
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a bug must not kill the source: log and retry
                     self.ctx.log.exception("modbus source %s: unexpected error", self.name)
-                    await self._on_outage(f"unexpected {type(exc).__name__}: {exc}")
+                    await self._link.down(f"unexpected {type(exc).__name__}: {exc}")
                 self._close_client()
                 await asyncio.sleep(backoff.next_delay())
         finally:
@@ -178,7 +175,7 @@ class ModbusSource:
         instead of letting it wait for its timeout."""
         if connected:
             return
-        self._connected = False
+        self._link.connected = False
         client = self._client
         future = getattr(getattr(client, "ctx", None), "response_future", None)
         if isinstance(future, asyncio.Future) and not future.done():
@@ -186,49 +183,10 @@ class ModbusSource:
 
     def _close_client(self) -> None:
         client, self._client = self._client, None
-        self._connected = False
+        self._link.connected = False
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
-
-    def _on_connected(self) -> None:
-        self._connected = True
-        if self._outage_since is not None:
-            down = time.monotonic() - self._outage_since
-            self._outage_since = None
-            self.ctx.metrics.inc(self._m_reconnects)
-            self.ctx.log.info(
-                "modbus source %s: connected again to %s:%d after %.1f s",
-                self.name,
-                self.config.host,
-                self.config.port,
-                down,
-            )
-
-    async def _on_outage(self, reason: str) -> None:
-        """First failure of an outage: all tags Bad once, one warning."""
-        self._connected = False
-        self.ctx.metrics.inc(self._m_errors)
-        if self._outage_since is not None:
-            return
-        self._outage_since = time.monotonic()
-        self.ctx.log.warning(
-            "modbus source %s: %s:%d unreachable (%s); tags Bad, reconnecting",
-            self.name,
-            self.config.host,
-            self.config.port,
-            reason,
-        )
-        n = len(self._tag_ids)
-        if n:
-            await self.ctx.emit(
-                Batch(
-                    self._tag_ids.copy(),
-                    np.full(n, self.ctx.clock.now_ns(), dtype=np.int64),
-                    np.full(n, np.nan, dtype=np.float64),
-                    np.full(n, Quality.BAD_COMMUNICATION_ERROR, dtype=np.uint32),
-                )
-            )
 
     # -- polling ------------------------------------------------------------------------
 
@@ -265,7 +223,7 @@ class ModbusSource:
         unit = self.config.unit_id
         task = asyncio.current_task()
         for block in plan.blocks:
-            if not self._connected or not client.connected:
+            if not self._link.connected or not client.connected:
                 raise _ConnectionLost("connection lost")
             read = getattr(client, self._readers[block.kind])
             try:

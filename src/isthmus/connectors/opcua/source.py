@@ -31,7 +31,7 @@ from asyncua.common.subscription import Subscription
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError
 
-from isthmus.connectors.base import Backoff, BoundTag, SourceContext
+from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality, quality_name
@@ -115,8 +115,7 @@ class OpcUaSource:
         self._client: Any = None
         self._lost: asyncio.Event | None = None
         self._lost_reason = ""
-        self._connected = False
-        self._outage_since: float | None = None
+        self._link = Link("opcua", self.name, config.endpoint, self._tag_ids, ctx)
         self._config_logged = False
         self._burst = BurstLog(ctx.log)
         prefix = f"source.{self.name}"
@@ -125,11 +124,10 @@ class OpcUaSource:
         self._m_values = f"{prefix}.values"
         self._m_errors = f"{prefix}.errors"
         self._m_decode = f"{prefix}.decode_errors"
-        self._m_reconnects = f"{prefix}.reconnects"
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        return self._link.connected
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -144,10 +142,10 @@ class OpcUaSource:
                 except asyncio.CancelledError:
                     raise
                 except (_ConnectionLost, OSError, TimeoutError, ConnectionError, UaError) as e:
-                    await self._on_outage(str(e) or type(e).__name__)
+                    await self._link.down(str(e) or type(e).__name__)
                 except Exception as exc:  # a bug must not kill the source: log and retry
                     self.ctx.log.exception("opcua source %s: unexpected error", self.name)
-                    await self._on_outage(f"unexpected {type(exc).__name__}: {exc}")
+                    await self._link.down(f"unexpected {type(exc).__name__}: {exc}")
                 else:
                     backoff.reset()
                 await self._teardown()
@@ -170,7 +168,7 @@ class OpcUaSource:
         client.connection_lost_callback = on_lost
         await asyncio.wait_for(client.connect(), self.config.timeout)
         await asyncio.wait_for(self._subscribe(client), self.config.timeout * 2)
-        self._on_connected()
+        self._link.up()
         await lost.wait()
         raise _ConnectionLost(self._lost_reason or "connection lost")
 
@@ -252,8 +250,8 @@ class OpcUaSource:
     async def _teardown(self) -> None:
         """Close the client: politely if the session is healthy, else drop it quietly."""
         client, self._client = self._client, None
-        healthy = self._connected and self._lost is not None and not self._lost.is_set()
-        self._connected = False
+        healthy = self._link.connected and self._lost is not None and not self._lost.is_set()
+        self._link.connected = False
         if client is None:
             return
         client.connection_lost_callback = None
@@ -261,43 +259,6 @@ class OpcUaSource:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), _DISCONNECT_TIMEOUT)
         await _abandon(client)
-
-    def _on_connected(self) -> None:
-        self._connected = True
-        if self._outage_since is not None:
-            down = time.monotonic() - self._outage_since
-            self._outage_since = None
-            self.ctx.metrics.inc(self._m_reconnects)
-            self.ctx.log.info(
-                "opcua source %s: connected again to %s after %.1f s",
-                self.name,
-                self.config.endpoint,
-                down,
-            )
-
-    async def _on_outage(self, reason: str) -> None:
-        """First failure of an outage: all tags Bad once, one warning."""
-        self._connected = False
-        self.ctx.metrics.inc(self._m_errors)
-        if self._outage_since is not None:
-            return
-        self._outage_since = time.monotonic()
-        self.ctx.log.warning(
-            "opcua source %s: %s unreachable (%s); tags Bad, reconnecting",
-            self.name,
-            self.config.endpoint,
-            reason,
-        )
-        n = len(self._tag_ids)
-        if n:
-            await self.ctx.emit(
-                Batch(
-                    self._tag_ids.copy(),
-                    np.full(n, self.ctx.clock.now_ns(), dtype=np.int64),
-                    np.full(n, np.nan, dtype=np.float64),
-                    np.full(n, Quality.BAD_COMMUNICATION_ERROR, dtype=np.uint32),
-                )
-            )
 
     # -- notifications ------------------------------------------------------------------
 
