@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from isthmus.api.context import ApiContext
 from isthmus.api.problems import GuardMiddleware, install_problem_handlers
@@ -28,6 +30,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             "`Authorization: Bearer <token>`. Errors are RFC 9457 problems "
             "(`application/problem+json`)."
         ),
+        docs_url=None,  # served below from packaged assets: plant networks are offline
+        redoc_url=None,
     )
     app.state.ctx = ctx
     install_problem_handlers(app)
@@ -42,5 +46,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
             headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
         )
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Isthmus API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     return app
