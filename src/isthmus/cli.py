@@ -48,8 +48,10 @@ def setup_logging(verbose: bool = False) -> None:
         datefmt="[%X]",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
     )
+    # The connectors report link problems themselves (one warning per outage); the
+    # libraries' own tracebacks are only for --verbose.
     for noisy in ("asyncua", "pymodbus", "uvicorn.error", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.INFO)
+        logging.getLogger(noisy).setLevel(logging.CRITICAL if not verbose else logging.INFO)
 
 
 def demo_config_text() -> str:
@@ -224,9 +226,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sim_config.write_text(sim.model_dump_json())
 
     console.print(f"[dim]starting the plant simulator (seed {sim.seed})...[/dim]")
+    # Its own session: the terminal's Ctrl-C reaches only the gateway, which stops its
+    # sources first and then the simulator, so no connector sees the plant vanish.
     child = subprocess.Popen(
         [sys.executable, "-m", "isthmus", "sim", "--settings", str(sim_config)],
         preexec_fn=_die_with_parent,
+        start_new_session=True,
     )
     try:
         for port in (sim.opcua_port, sim.modbus_port):
