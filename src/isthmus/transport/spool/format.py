@@ -1,0 +1,128 @@
+"""The spool record format, pure: encode a batch into a record, parse and verify one.
+
+See :mod:`isthmus.transport.spool` for the layout.  No I/O here: functions take and
+return bytes-like objects, so the format is tested without files.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import numpy.typing as npt
+
+from isthmus.model.batch import Batch
+
+MAGIC = b"ISPL"
+VERSION = 1
+HEADER = struct.Struct("<4sBBHIIQqII")
+"""magic, version, flags, reserved, n_samples, payload_len, seq, written_ns,
+payload_crc, header_crc (the CRC-32 of the 36 bytes before it)."""
+HEADER_SIZE = HEADER.size  # 40
+_CRC_COVERED = HEADER_SIZE - 4
+SAMPLE_BYTES = 4 + 8 + 8 + 4  # tag_id int32, ts int64, value float64, quality uint32
+MAX_SAMPLES = (1 << 30) // SAMPLE_BYTES  # a record never exceeds 1 GiB uncompressed
+
+FLAG_HISTORICAL = 0x01
+"""The batch was already historical when it was spooled."""
+FLAG_ZLIB = 0x02
+"""The payload is zlib-compressed (level 1)."""
+
+SEGMENT_RE = re.compile(r"^spool-(\d{12})\.seg$")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"spool-{first_seq:012d}.seg"
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    flags: int
+    n_samples: int
+    payload_len: int
+    seq: int
+    written_ns: int
+    payload_crc: int
+
+    @property
+    def record_len(self) -> int:
+        return HEADER_SIZE + self.payload_len
+
+
+class Check(Enum):
+    OK = "ok"
+    TRUNCATED = "truncated"  # not enough bytes: a crash mid-write
+    BAD = "bad"  # bytes present but wrong: corruption
+
+
+def _columns(batch: Batch) -> list[npt.NDArray[np.generic]]:
+    return [
+        np.ascontiguousarray(batch.tag_id, dtype="<i4"),
+        np.ascontiguousarray(batch.ts, dtype="<i8"),
+        np.ascontiguousarray(batch.value, dtype="<f8"),
+        np.ascontiguousarray(batch.quality, dtype="<u4"),
+    ]
+
+
+def encode(
+    batch: Batch, seq: int, written_ns: int, compress: bool = False
+) -> tuple[list[bytes | memoryview], int]:
+    """The buffers of one record (header first) and its total length, ready for writev."""
+    n = len(batch)
+    if n > MAX_SAMPLES:
+        raise ValueError(f"batch of {n} samples exceeds the spool record limit {MAX_SAMPLES}")
+    cols = [c.data.cast("B") for c in _columns(batch)]
+    flags = FLAG_HISTORICAL if batch.historical else 0
+    payload: list[bytes | memoryview]
+    if compress:
+        flags |= FLAG_ZLIB
+        packed = zlib.compress(b"".join(cols), 1)
+        payload = [packed]
+        crc = zlib.crc32(packed)
+        length = len(packed)
+    else:
+        payload = list(cols)
+        crc = 0
+        for c in cols:
+            crc = zlib.crc32(c, crc)
+        length = n * SAMPLE_BYTES
+    head = HEADER.pack(MAGIC, VERSION, flags, 0, n, length, seq, written_ns, crc, 0)
+    head = head[:_CRC_COVERED] + struct.pack("<I", zlib.crc32(head[:_CRC_COVERED]))
+    return [head, *payload], HEADER_SIZE + length
+
+
+def parse_header(raw: bytes | bytearray | memoryview) -> Header | None:
+    """The header in ``raw[:40]`` if its magic, version, CRC and sizes are valid."""
+    if len(raw) < HEADER_SIZE:
+        return None
+    magic, version, flags, _res, n, length, seq, written_ns, pcrc, hcrc = HEADER.unpack_from(raw)
+    if magic != MAGIC or version != VERSION:
+        return None
+    if zlib.crc32(memoryview(raw)[:_CRC_COVERED]) != hcrc:
+        return None
+    if n > MAX_SAMPLES or (not flags & FLAG_ZLIB and length != n * SAMPLE_BYTES):
+        return None
+    return Header(flags, n, length, seq, written_ns, pcrc)
+
+
+def check_payload(header: Header, payload: bytes | bytearray | memoryview) -> bool:
+    return len(payload) == header.payload_len and zlib.crc32(payload) == header.payload_crc
+
+
+def decode(header: Header, payload: bytearray, historical: bool = True) -> Batch:
+    """The batch in a verified payload.  ``historical`` marks replayed data (default)."""
+    n = header.n_samples
+    buf: bytearray = payload
+    if header.flags & FLAG_ZLIB:
+        buf = bytearray(zlib.decompress(payload))
+        if len(buf) != n * SAMPLE_BYTES:
+            raise ValueError("decompressed payload has the wrong size")
+    tag = np.frombuffer(buf, dtype="<i4", count=n, offset=0).astype(np.int32, copy=False)
+    ts = np.frombuffer(buf, dtype="<i8", count=n, offset=4 * n).astype(np.int64, copy=False)
+    val = np.frombuffer(buf, dtype="<f8", count=n, offset=12 * n).astype(np.float64, copy=False)
+    q = np.frombuffer(buf, dtype="<u4", count=n, offset=20 * n).astype(np.uint32, copy=False)
+    return Batch(tag, ts, val, q, historical or bool(header.flags & FLAG_HISTORICAL))
