@@ -174,3 +174,40 @@ def test_random_responses_never_crash(
         q = quality[block.start : block.stop]
         assert good == int(np.count_nonzero(q == Quality.GOOD))
         assert set(q.tolist()) <= {Quality.GOOD, Quality.BAD_DECODING_ERROR}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=20),
+    st.lists(
+        st.tuples(st.integers(0, 19), st.integers(0, 15), st.sampled_from(list(Order))),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from([True, False]),
+)
+def test_bits_in_registers_match_a_shift(
+    memory: list[int], picks: list[tuple[int, int, Order]], as_payload: bool
+) -> None:
+    """Bit ``b`` of register ``r`` is ``(value >> b) & 1``, the value taken in the tag's
+    byte order; mixed with a uint16 of each register in the same block."""
+    picks = [(r % len(memory), b, o) for r, b, o in picks]
+    tags = [
+        PlanTag(i, RegisterKind.HOLDING, r, DataType.BOOL, byte_order=o, bit=b)
+        for i, (r, b, o) in enumerate(picks)
+    ]
+    tags += [
+        PlanTag(1000 + r, RegisterKind.HOLDING, r, DataType.UINT16) for r in range(len(memory))
+    ]
+    plan = build_plan(tags, max_gap=0)
+    assert len(plan.blocks) == 1
+    block = plan.blocks[0]
+    data = struct.pack(f">{len(memory)}H", *memory) if as_payload else memory
+    values, quality = block.decode(data)
+    assert not quality.any()
+    got = dict(zip(block.tag_ids.tolist(), values.tolist(), strict=True))
+    for i, (r, b, o) in enumerate(picks):
+        word = memory[r] if o == Order.BIG else int.from_bytes(memory[r].to_bytes(2, "little"))
+        assert got[i] == (word >> b) & 1
+    for r, word in enumerate(memory):
+        assert got[1000 + r] == word

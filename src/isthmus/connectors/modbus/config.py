@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from isthmus.model.config import DataType, SourceConfig, TagConfig
+from isthmus.model.config import DataType, SourceConfig, TagConfig, check_segment
 from isthmus.model.durations import Duration
 
 
@@ -35,22 +36,45 @@ REGISTER_WIDTH = {
     DataType.FLOAT64: 4,
 }
 
+REGISTER_KINDS = frozenset({RegisterKind.HOLDING, RegisterKind.INPUT})
+BIT_KINDS = frozenset({RegisterKind.COIL, RegisterKind.DISCRETE})
+
 
 class ModbusTagConfig(TagConfig):
-    kind: RegisterKind = RegisterKind.HOLDING
+    kind: RegisterKind = Field(
+        default=RegisterKind.HOLDING, description="holding, input, coil or discrete"
+    )
     address: int = Field(ge=0, le=65535, description="0-based register or bit address")
+    bit: int | None = Field(
+        default=None,
+        ge=0,
+        le=15,
+        description="bool in a holding/input register: bit 0 (least significant) .. 15",
+    )
     word_order: Order | None = Field(
         default=None, description="order of 16-bit words in 32/64-bit values; device default"
     )
     byte_order: Order | None = Field(default=None, description="bytes in a word; device default")
+    poll_group: str | None = Field(
+        default=None, description="a name from the source's poll_groups; default: poll_interval"
+    )
 
     @model_validator(mode="after")
     def _kind_type(self) -> ModbusTagConfig:
-        bits = self.kind in (RegisterKind.COIL, RegisterKind.DISCRETE)
+        bits = self.kind in BIT_KINDS
         if bits and self.data_type != DataType.BOOL:
             raise ValueError(f"{self.kind.value} tags hold booleans: set data_type: bool")
-        if not bits and self.data_type == DataType.BOOL:
-            raise ValueError("a bool in a register needs kind: coil or discrete")
+        if self.bit is not None:
+            if bits:
+                raise ValueError(f"bit: applies to holding/input registers, not {self.kind.value}")
+            if self.data_type != DataType.BOOL:
+                raise ValueError("bit: needs data_type: bool (one bit of a register)")
+        elif not bits and self.data_type == DataType.BOOL:
+            raise ValueError("a bool in a register needs bit: 0..15, or kind: coil or discrete")
+        if self.writable and self.kind in (RegisterKind.INPUT, RegisterKind.DISCRETE):
+            raise ValueError(
+                f"{self.kind.value} is read-only in Modbus: writable needs holding or coil"
+            )
         if self.address + REGISTER_WIDTH[self.data_type] > 65536:
             raise ValueError("the value runs past register 65535")
         return self
@@ -58,27 +82,67 @@ class ModbusTagConfig(TagConfig):
 
 class ModbusSourceConfig(SourceConfig):
     type: Literal["modbus"] = "modbus"
-    host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    unit_id: int = Field(default=1, ge=0, le=255)
-    poll_interval: Duration = 1.0
-    timeout: Duration = 2.0
-    word_order: Order = Order.BIG
-    byte_order: Order = Order.BIG
+    host: str = Field(description="the device or gateway (name or IP address)")
+    port: int = Field(default=502, ge=1, le=65535, description="TCP port")
+    unit_id: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id")
+    poll_interval: Duration = Field(
+        default=1.0, description="period of tags without poll_group (fixed rate; 0: flat out)"
+    )
+    poll_groups: dict[str, Duration] = Field(
+        default={},  # pydantic copies mutable defaults per instance
+        description="named poll rates, e.g. {fast: 100ms, slow: 10s}; tags pick one",
+    )
+    timeout: Duration = Field(default=2.0, description="per request; no retry in a cycle")
+    word_order: Order = Field(default=Order.BIG, description="big: high word first")
+    byte_order: Order = Field(default=Order.BIG, description="big: normal Modbus byte order")
     max_registers: int = Field(default=125, ge=1, le=125, description="per read request")
     max_bits: int = Field(default=2000, ge=1, le=2000, description="per coil/discrete read")
     max_gap: int = Field(default=8, ge=0, description="unused registers read to coalesce")
-    reconnect_max: Duration = 30.0
-    tags: list[ModbusTagConfig] = Field(default_factory=list)  # type: ignore[assignment]
+    device_identification: bool = Field(
+        default=True, description="read function 43/14 (device identification) on connect"
+    )
+    verify_writes: bool = Field(default=True, description="read back every write and compare")
+    reconnect_max: Duration = Field(default=30.0, description="cap of the reconnect backoff")
+    tags: list[ModbusTagConfig] = Field(  # type: ignore[assignment]
+        default_factory=list, description="the register map"
+    )
+
+    @field_validator("poll_groups")
+    @classmethod
+    def _group_names(cls, value: dict[str, float]) -> dict[str, float]:
+        for name in value:
+            check_segment(name)
+        return value
 
     @model_validator(mode="after")
     def _fits_requests(self) -> ModbusSourceConfig:
+        errors: list[InitErrorDetails] = []
         for i, tag in enumerate(self.tags):
-            if tag.kind in (RegisterKind.HOLDING, RegisterKind.INPUT):
+            if tag.kind in REGISTER_KINDS:
                 width = REGISTER_WIDTH[tag.data_type]
                 if width > self.max_registers:
                     raise ValueError(
                         f"tags[{i}] ({tag.path}): a {tag.data_type.value} needs {width} "
                         f"registers, more than max_registers={self.max_registers}"
                     )
+            if tag.poll_group is not None and tag.poll_group not in self.poll_groups:
+                declared = ", ".join(sorted(self.poll_groups)) or "none"
+                message = (
+                    f"poll group {tag.poll_group!r} is not declared in poll_groups "
+                    f"(declared: {declared})"
+                )
+                errors.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("unknown_poll_group", message),
+                        loc=("tags", i, "poll_group"),
+                        input=tag.poll_group,
+                    )
+                )
+        if errors:
+            # Raised as a ValidationError so the error names tags.N.poll_group itself.
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
+
+    def group_interval(self, group: str | None) -> float:
+        """The poll period of a poll group (``None``: the default group)."""
+        return self.poll_interval if group is None else self.poll_groups[group]

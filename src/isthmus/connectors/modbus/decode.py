@@ -11,6 +11,10 @@ no per-tag Python work on the hot path.
 Conventions: *word order* ``big`` puts the high 16-bit word first (Modbus convention
 used by most devices); *byte order* ``big`` is the normal Modbus byte order inside a
 register.  Values come out as float64; 64-bit integers above 2**53 lose precision there.
+
+A *bit-in-register* tag (``data_type: bool`` with ``bit: 0..15`` on a holding or input
+register) reads its register like a uint16 (after the byte order) and takes bit ``bit``
+(0 = least significant): one shift-and-mask over the whole group.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy.typing as npt
 
 from isthmus.connectors.base import BoundTag
 from isthmus.connectors.modbus.config import (
+    BIT_KINDS,
     REGISTER_WIDTH,
     ModbusSourceConfig,
     ModbusTagConfig,
@@ -38,7 +43,6 @@ MAX_REGISTERS = 125
 MAX_BITS = 2000
 ADDRESS_SPACE = 65536
 
-BIT_KINDS = frozenset({RegisterKind.COIL, RegisterKind.DISCRETE})
 
 # Big-endian NumPy dtype of each register type, as laid out on the wire (high word first).
 _TARGET: dict[DataType, str] = {
@@ -63,6 +67,7 @@ _STRUCT: dict[DataType, str] = {
 }
 # How one register's 16 bits become two bytes: big = high byte first (normal Modbus).
 _WIRE = {Order.BIG: np.dtype(">u2"), Order.LITTLE: np.dtype("<u2")}
+_U16 = np.dtype(">u2")
 
 IntArray = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
@@ -79,6 +84,8 @@ class PlanTag:
     data_type: DataType
     word_order: Order = Order.BIG
     byte_order: Order = Order.BIG
+    bit: int | None = None
+    """For a bool in a holding/input register: which bit (0 = least significant)."""
 
     @property
     def width(self) -> int:
@@ -93,6 +100,7 @@ class DecodeGroup:
     ``positions`` are indexes into the block's tag slice; ``index`` is an
     ``(n, width)`` array of register offsets inside the response, already in
     high-word-first order.  For bit blocks ``index`` is ``(n, 1)`` bit offsets.
+    ``shifts`` (bit-in-register groups only) is the bit of each tag in its register.
     """
 
     data_type: DataType
@@ -100,6 +108,7 @@ class DecodeGroup:
     index: IntArray
     wire: np.dtype[Any] | None
     target: np.dtype[Any] | None
+    shifts: npt.NDArray[np.uint16] | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -170,7 +179,10 @@ class ReadBlock:
         with np.errstate(invalid="ignore"):
             for group in self.groups:
                 picked = words[group.index]
-                if group.wire is None or group.target is None:
+                if group.shifts is not None and group.wire is not None:
+                    regs = picked[:, 0].astype(group.wire).view(_U16)
+                    out[group.positions] = (regs >> group.shifts) & 1
+                elif group.wire is None or group.target is None:
                     out[group.positions] = picked[:, 0]
                 else:
                     out[group.positions] = picked.astype(group.wire).view(group.target)[:, 0]
@@ -236,7 +248,11 @@ def build_plan(
         raise ValueError("max_gap must be >= 0")
     for tag in tags:
         bits = tag.kind in BIT_KINDS
-        if bits != (tag.data_type == DataType.BOOL):
+        if bits and tag.bit is not None:
+            raise ValueError(f"tag {tag.tag_id}: bit applies to registers, not {tag.kind}")
+        if tag.bit is not None and not 0 <= tag.bit <= 15:
+            raise ValueError(f"tag {tag.tag_id}: bit must be 0..15")
+        if bits != (tag.data_type == DataType.BOOL and tag.bit is None):
             raise ValueError(f"tag {tag.tag_id}: {tag.data_type} does not fit a {tag.kind} read")
         limit = max_bits if bits else max_registers
         if tag.width > limit:
@@ -275,7 +291,8 @@ def _compile_block(tags: Sequence[PlanTag], address: int, count: int, start: int
     kind = tags[0].kind
     groups: dict[tuple[DataType, Order, Order], list[int]] = {}
     for pos, tag in enumerate(tags):
-        groups.setdefault((tag.data_type, tag.word_order, tag.byte_order), []).append(pos)
+        word_order = Order.BIG if tag.bit is not None else tag.word_order
+        groups.setdefault((tag.data_type, word_order, tag.byte_order), []).append(pos)
     compiled: list[DecodeGroup] = []
     for (data_type, word_order, byte_order), positions in groups.items():
         width = REGISTER_WIDTH[data_type]
@@ -284,13 +301,17 @@ def _compile_block(tags: Sequence[PlanTag], address: int, count: int, start: int
         if word_order == Order.LITTLE:
             words = words[::-1]
         index = np.ascontiguousarray(offsets[:, None] + words[None, :])
+        shifts: npt.NDArray[np.uint16] | None = None
         if kind in BIT_KINDS:
             wire = target = None
+        elif data_type == DataType.BOOL:  # bit-in-register
+            wire, target = _WIRE[byte_order], None
+            shifts = np.array([tags[p].bit or 0 for p in positions], dtype=np.uint16)
         else:
             wire = _WIRE[byte_order]
             target = np.dtype(_TARGET[data_type])
         compiled.append(
-            DecodeGroup(data_type, np.array(positions, dtype=np.intp), index, wire, target)
+            DecodeGroup(data_type, np.array(positions, dtype=np.intp), index, wire, target, shifts)
         )
     ends = np.array([t.address + t.width - address for t in tags], dtype=np.intp)
     return ReadBlock(
@@ -317,19 +338,31 @@ def plan_tags(
             data_type=t.config.data_type,
             word_order=t.config.word_order or config.word_order,
             byte_order=t.config.byte_order or config.byte_order,
+            bit=t.config.bit,
         )
         for t in tags
     ]
 
 
 def plan_for(config: ModbusSourceConfig, tags: Sequence[BoundTag[ModbusTagConfig]]) -> ReadPlan:
-    """The read plan of a configured source."""
+    """The read plan of ``tags`` (all of them, whatever their poll group)."""
     return build_plan(
         plan_tags(config, tags),
         max_registers=config.max_registers,
         max_bits=config.max_bits,
         max_gap=config.max_gap,
     )
+
+
+def plans_for(
+    config: ModbusSourceConfig, tags: Sequence[BoundTag[ModbusTagConfig]]
+) -> dict[str | None, ReadPlan]:
+    """One read plan per poll group (``None``: tags without ``poll_group``), in the
+    order the groups first appear; coalescing happens within a group only."""
+    grouped: dict[str | None, list[BoundTag[ModbusTagConfig]]] = {}
+    for tag in tags:
+        grouped.setdefault(tag.config.poll_group, []).append(tag)
+    return {group: plan_for(config, members) for group, members in grouped.items()}
 
 
 def encode_value(

@@ -1,4 +1,5 @@
-"""Modbus TCP source: polls a compiled read plan at a fixed rate, one batch per cycle.
+"""Modbus TCP source: polls one compiled read plan per poll group, each at its own fixed
+rate, one batch per group cycle; identifies the device (function 43/14); writes tags.
 
 Qualities produced (see README.md):
 
@@ -10,6 +11,9 @@ Qualities produced (see README.md):
   fix the tag map (or set ``max_gap: 0`` if a bridged gap holds unmapped addresses);
 * ``BAD_DEVICE_FAILURE`` — the device reported a failure or is busy (codes 4 to 8);
 * ``BAD_DECODING_ERROR`` — the response was too short or malformed.
+
+Writes (:meth:`ModbusSource.write`) are encoded by :mod:`.writes` and raise the errors
+of :mod:`.errors`.
 """
 
 from __future__ import annotations
@@ -17,23 +21,59 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.constants import DeviceInformation
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig, RegisterKind
-from isthmus.connectors.modbus.decode import ReadBlock, ReadPlan, plan_for
+from isthmus.connectors.modbus.decode import PlanTag, ReadBlock, ReadPlan, build_plan, plans_for
+from isthmus.connectors.modbus.errors import WriteFailed, WriteNotConfirmed, WriteRefused
+from isthmus.connectors.modbus.writes import WriteFunction, WriteRequest, write_request
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
 from isthmus.pipeline.metrics import BurstLog
 
 _CONFIG_CODES = frozenset({0x01, 0x02, 0x03})
 _GATEWAY_CODES = frozenset({0x0A, 0x0B})
+
+EXCEPTION_NAMES = {
+    0x01: "illegal function",
+    0x02: "illegal data address",
+    0x03: "illegal data value",
+    0x04: "server device failure",
+    0x05: "acknowledge",
+    0x06: "server device busy",
+    0x07: "negative acknowledge",
+    0x08: "memory parity error",
+    0x0A: "gateway path unavailable",
+    0x0B: "gateway target device failed to respond",
+}
+
+DEVICE_OBJECTS = {
+    0x00: "VendorName",
+    0x01: "ProductCode",
+    0x02: "MajorMinorRevision",
+    0x03: "VendorUrl",
+    0x04: "ProductName",
+    0x05: "ModelName",
+    0x06: "UserApplicationName",
+}
+"""Basic (0-2) and regular (3-6) objects of Read Device Identification."""
+_MAX_ID_FOLLOWS = 8  # continuation requests of one identification read (bounded)
+
+
+def exception_text(code: int) -> str:
+    """``"exception 2 (illegal data address)"``."""
+    name = EXCEPTION_NAMES.get(code)
+    return f"exception {code} ({name})" if name else f"exception {code}"
 
 
 def exception_quality(code: int) -> Quality:
@@ -89,6 +129,44 @@ class _DiscretePayload(_PayloadMixin, ReadDiscreteInputsResponse):
 _PAYLOAD_RESPONSES = (_HoldingPayload, _InputPayload, _CoilsPayload, _DiscretePayload)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class PollGroup:
+    """Tags polled together at one rate: one read plan, one batch per cycle."""
+
+    name: str | None
+    """``None``: the default group (tags without ``poll_group``, at ``poll_interval``)."""
+    interval: float
+    plan: ReadPlan
+
+    @property
+    def label(self) -> str:
+        return self.name or "default"
+
+
+def _words(response: Any) -> npt.NDArray[np.uint16]:
+    payload = getattr(response, "payload", None)
+    if isinstance(payload, bytes):
+        return np.frombuffer(payload[: len(payload) // 2 * 2], dtype=">u2").astype(np.uint16)
+    return np.asarray(getattr(response, "registers", []), dtype=np.uint16)
+
+
+def _bits(response: Any) -> npt.NDArray[np.bool_]:
+    payload = getattr(response, "payload", None)
+    if isinstance(payload, bytes):
+        packed = np.frombuffer(payload, dtype=np.uint8)
+        return np.unpackbits(packed, bitorder="little").view(np.bool_)
+    return np.asarray(getattr(response, "bits", []), dtype=np.bool_)
+
+
+def _text(data: Any) -> str:
+    parts = data if isinstance(data, list) else [data]
+    texts = []
+    for part in parts:
+        raw = part if isinstance(part, bytes | bytearray) else str(part).encode()
+        texts.append(bytes(raw).decode("utf-8", errors="replace").strip("\x00 \t\r\n"))
+    return " ".join(t for t in texts if t)
+
+
 class ModbusSource:
     """Polls one Modbus TCP device (one ``unit_id``) and emits a batch per poll cycle."""
 
@@ -101,8 +179,24 @@ class ModbusSource:
         self.name = config.name
         self.config = config
         self.ctx = ctx
-        self.plan: ReadPlan = plan_for(config, tags)
-        self._tag_ids = self.plan.tag_ids
+        self.groups: tuple[PollGroup, ...] = tuple(
+            PollGroup(group, config.group_interval(group), plan)
+            for group, plan in plans_for(config, tags).items()
+        )
+        self._tag_ids = (
+            np.concatenate([g.plan.tag_ids for g in self.groups])
+            if self.groups
+            else np.empty(0, dtype=np.int32)
+        )
+        self._by_key: dict[str | int, BoundTag[ModbusTagConfig]] = {}
+        for tag in tags:
+            self._by_key[tag.tag_id] = tag
+            self._by_key[tag.uns_path] = tag
+            self._by_key[tag.config.path] = tag
+        self.device_info: dict[str, str] = {}
+        """Read Device Identification objects (VendorName, ProductCode...); empty when the
+        device does not support function 43/14 or ``device_identification`` is off."""
+        self._logged_info: dict[str, str] | None = None
         self._client: Any = None
         self._link = Link("modbus", self.name, f"{config.host}:{config.port}", self._tag_ids, ctx)
         self._burst = BurstLog(ctx.log)
@@ -112,6 +206,8 @@ class ModbusSource:
         self._m_errors = f"{prefix}.errors"
         self._m_overruns = f"{prefix}.overruns"
         self._m_cycle = f"{prefix}.cycle_seconds"
+        self._m_writes = f"{prefix}.writes"
+        self._m_write_errors = f"{prefix}.write_errors"
         self._readers = {
             RegisterKind.HOLDING: "read_holding_registers",
             RegisterKind.INPUT: "read_input_registers",
@@ -122,6 +218,14 @@ class ModbusSource:
     @property
     def connected(self) -> bool:
         return self._link.connected
+
+    @property
+    def plan(self) -> ReadPlan:
+        """The read plan of the default poll group (the only one without ``poll_groups``)."""
+        for group in self.groups:
+            if group.name is None:
+                return group.plan
+        return ReadPlan((), np.empty(0, dtype=np.int32))
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -141,6 +245,8 @@ class ModbusSource:
                         )
                     self._link.up()
                     backoff.reset()
+                    if self.config.device_identification:
+                        await self._identify(client)
                     await self._poll_loop(client)
                 except _ConnectionLost as exc:
                     await self._link.down(str(exc))
@@ -190,18 +296,84 @@ class ModbusSource:
 
     # -- polling ------------------------------------------------------------------------
 
+    async def _identify(self, client: Any) -> None:
+        """Read Device Identification (43/14), regular objects then basic ones; a device
+        that answers with an exception or not at all leaves ``device_info`` empty."""
+        info: dict[str, str] = {}
+        unit = self.config.unit_id
+        try:
+            for read_code in (DeviceInformation.REGULAR, DeviceInformation.BASIC):
+                refused = False
+                object_id = 0
+                for _ in range(_MAX_ID_FOLLOWS):
+                    response = await client.read_device_information(
+                        read_code=read_code, object_id=object_id, device_id=unit
+                    )
+                    if response.isError():
+                        refused = True
+                        break
+                    for oid, data in dict(getattr(response, "information", {})).items():
+                        name = DEVICE_OBJECTS.get(int(oid))
+                        text = _text(data)
+                        if name is not None and text:
+                            info[name] = text
+                    next_id = int(getattr(response, "next_object_id", 0))
+                    if not getattr(response, "more_follows", 0) or next_id <= object_id:
+                        break
+                    object_id = next_id
+                if not refused:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except ConnectionException as exc:
+            raise _ConnectionLost(f"connection lost: {exc}") from None
+        except Exception as exc:  # timeout or a malformed answer: no identification
+            if not client.connected:
+                raise _ConnectionLost(f"connection lost: {exc}") from None
+            self.ctx.log.debug("modbus source %s: no device identification (%s)", self.name, exc)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # see poll_once
+            raise asyncio.CancelledError
+        self.device_info = info
+        if info != self._logged_info:
+            self._logged_info = dict(info)
+            if info:
+                self.ctx.log.info(
+                    "modbus source %s: device %s",
+                    self.name,
+                    ", ".join(f"{k}={v!r}" for k, v in info.items()),
+                )
+
     async def _poll_loop(self, client: Any) -> None:
-        """Poll at a fixed rate until the connection is lost (raises _ConnectionLost)."""
-        if not self.plan.blocks:
+        """Poll every group at its own rate until the connection is lost (raises
+        _ConnectionLost); the requests of all groups share the one connection."""
+        groups = [g for g in self.groups if g.plan.blocks]
+        if not groups:
             await asyncio.Event().wait()  # nothing to read: idle until cancelled
+        if len(groups) == 1:
+            await self._poll_group(client, groups[0])
+            return
+        tasks = [asyncio.create_task(self._poll_group(client, g)) for g in groups]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _poll_group(self, client: Any, group: PollGroup) -> None:
+        """One group's fixed-rate schedule (raises _ConnectionLost)."""
         loop = asyncio.get_running_loop()
-        interval = self.config.poll_interval
+        interval = group.interval
+        m_cycle = self._m_cycle if group.name is None else f"{self._m_cycle}.{group.name}"
         next_at = loop.time()
         while True:
             started = loop.time()
-            await self.poll_once(client)
+            await self.poll_once(client, group)
             now = loop.time()
-            self.ctx.metrics.set(self._m_cycle, now - started)
+            self.ctx.metrics.set(m_cycle, now - started)
             if interval <= 0:  # as fast as possible (benchmarks): just yield
                 await asyncio.sleep(0)
                 continue
@@ -212,9 +384,10 @@ class ModbusSource:
                 self.ctx.metrics.inc(self._m_overruns, missed)
             await asyncio.sleep(next_at - now)
 
-    async def poll_once(self, client: Any) -> None:
-        """Read every block once and emit one batch (raises _ConnectionLost)."""
-        plan = self.plan
+    async def poll_once(self, client: Any, group: PollGroup | None = None) -> None:
+        """Read every block of ``group`` (default: the default group) once and emit one
+        batch (raises _ConnectionLost)."""
+        plan = self.plan if group is None else group.plan
         n = len(plan)
         values = np.empty(n, dtype=np.float64)
         quality = np.empty(n, dtype=np.uint32)
@@ -255,12 +428,12 @@ class ModbusSource:
                 block.fail_into(quality, values, exception_quality(code))
                 self._burst.warning(
                     f"exc:{block.kind.value}:{block.address}:{code}",
-                    "modbus source %s: device refused %s %d..%d (exception code %d)",
+                    "modbus source %s: device refused %s %d..%d: %s",
                     self.name,
                     block.kind.value,
                     block.address,
                     block.end - 1,
-                    code,
+                    exception_text(code),
                 )
                 continue
             good += self._decode(block, response, values, quality)
@@ -271,7 +444,7 @@ class ModbusSource:
         if errors:
             metrics.inc(self._m_errors, errors)
         await self.ctx.emit(
-            Batch(self._tag_ids.copy(), np.full(n, ts, dtype=np.int64), values, quality)
+            Batch(plan.tag_ids.copy(), np.full(n, ts, dtype=np.int64), values, quality)
         )
 
     def _decode(
@@ -296,3 +469,139 @@ class ModbusSource:
                 block.end - 1,
             )
         return good
+
+    # -- writes -------------------------------------------------------------------------
+
+    def tag(self, key: str | int) -> BoundTag[ModbusTagConfig]:
+        """A tag of this source by id, full UNS path or tag map path."""
+        bound = self._by_key.get(key)
+        if bound is None:
+            raise WriteRefused(f"modbus source {self.name}: no tag {key!r}")
+        return bound
+
+    async def write(self, tag: str | int, value: float | int | bool) -> None:
+        """Write the engineering ``value`` to a tag (id, UNS path or tag map path), then
+        read it back when ``verify_writes`` is on.
+
+        Raises :class:`WriteRefused` (nothing sent: unknown, read-only or non-writable
+        tag, value out of the data type's range), :class:`WriteFailed` (exception
+        response, timeout, not connected) or :class:`WriteNotConfirmed` (read back differs).
+        """
+        bound = self.tag(tag)
+        cfg = bound.config
+        request = write_request(
+            cfg,
+            value,
+            cfg.word_order or self.config.word_order,
+            cfg.byte_order or self.config.byte_order,
+        )
+        client = self._client
+        if client is None or not self._link.connected or not client.connected:
+            self.ctx.metrics.inc(self._m_write_errors)
+            raise WriteFailed(f"{cfg.path}: modbus source {self.name} is not connected")
+        unit = self.config.unit_id
+        call: Any
+        if request.function == WriteFunction.COIL:
+            call = client.write_coil(request.address, bool(request.words[0]), device_id=unit)
+        elif request.function == WriteFunction.REGISTER:
+            call = client.write_register(request.address, request.words[0], device_id=unit)
+        elif request.function == WriteFunction.REGISTERS:
+            call = client.write_registers(request.address, list(request.words), device_id=unit)
+        else:
+            call = client.mask_write_register(
+                address=request.address,
+                and_mask=request.and_mask,
+                or_mask=request.or_mask,
+                device_id=unit,
+            )
+        await self._checked(cfg, call, "write")
+        self.ctx.metrics.inc(self._m_writes)
+        self.ctx.log.info(
+            "modbus source %s: wrote %s = %r (%s %s %d)",
+            self.name,
+            cfg.path,
+            value,
+            cfg.kind.value,
+            request.function.value,
+            request.address,
+        )
+        if self.config.verify_writes:
+            await self._verify(cfg, request)
+
+    async def _checked(self, cfg: ModbusTagConfig, call: Any, what: str) -> Any:
+        try:
+            response = await call
+        except ConnectionException as exc:
+            self.ctx.metrics.inc(self._m_write_errors)
+            raise WriteFailed(f"{cfg.path}: {what} failed, connection lost ({exc})") from None
+        except ModbusException as exc:
+            self.ctx.metrics.inc(self._m_write_errors)
+            raise WriteFailed(
+                f"{cfg.path}: no answer to the {what} within {self.config.timeout:g} s ({exc})"
+            ) from None
+        if response.isError():
+            self.ctx.metrics.inc(self._m_write_errors)
+            code = int(getattr(response, "exception_code", 0))
+            raise WriteFailed(
+                f"{cfg.path}: the device refused the {what} of {cfg.kind.value} "
+                f"{cfg.address}: {exception_text(code)}",
+                code,
+            )
+        return response
+
+    async def _verify(self, cfg: ModbusTagConfig, request: WriteRequest) -> None:
+        client = self._client
+        unit = self.config.unit_id
+        if client is None:
+            raise WriteFailed(f"{cfg.path}: connection lost before the read-back")
+        if request.function == WriteFunction.COIL:
+            response = await self._checked(
+                cfg, client.read_coils(request.address, count=1, device_id=unit), "read-back"
+            )
+            bits = _bits(response)
+            got = float(bits[0]) if len(bits) else float("nan")
+            ok = len(bits) > 0 and int(bits[0]) == request.words[0]
+            read_back = got
+        else:
+            response = await self._checked(
+                cfg,
+                client.read_holding_registers(request.address, count=request.count, device_id=unit),
+                "read-back",
+            )
+            words = _words(response)
+            if request.function == WriteFunction.MASK:
+                assert request.bit is not None
+                bit = (int(words[0]) >> request.bit) & 1 if len(words) else -1
+                ok = bit == (1 if request.or_mask else 0)
+                read_back = float(bit) if bit >= 0 else float("nan")
+            else:
+                ok = len(words) >= request.count and tuple(
+                    int(w) for w in words[: request.count]
+                ) == tuple(request.words)
+                read_back = self._engineering(cfg, words)
+        if not ok:
+            self.ctx.metrics.inc(self._m_write_errors)
+            raise WriteNotConfirmed(
+                f"{cfg.path}: wrote {request.function.value} {request.address} but read back "
+                f"{read_back!r}",
+                read_back,
+            )
+
+    def _engineering(self, cfg: ModbusTagConfig, words: npt.NDArray[np.uint16]) -> float:
+        """The engineering value of a tag's registers (for error messages)."""
+        plan = build_plan(
+            [
+                PlanTag(
+                    0,
+                    cfg.kind,
+                    0,
+                    cfg.data_type,
+                    cfg.word_order or self.config.word_order,
+                    cfg.byte_order or self.config.byte_order,
+                )
+            ]
+        )
+        values, quality = plan.blocks[0].decode(words)
+        if quality[0]:
+            return float("nan")
+        return float(values[0]) * cfg.scale + cfg.offset

@@ -1,0 +1,125 @@
+"""Encoding a write from an engineering value (pure): which request, which registers.
+
+``raw = (engineering - offset) / scale`` (the inverse of the pipeline's qualify step),
+rounded half away from zero for integer types, and refused if it does not fit the
+tag's data type.  The request follows from the tag:
+
+* coil → function 5 (write single coil);
+* a one-register value (int16, uint16) → function 6 (write single register);
+* a wider value → function 16 (write multiple registers), all words in one request,
+  so a device never sees half a float;
+* a bit in a holding register → function 22 (mask write register): the device changes
+  that one bit atomically, never the 15 others (which its own program may be changing).
+  A device without function 22 answers exception 1 and the write fails: Isthmus does
+  not fall back to a read-modify-write that could overwrite a bit set in between;
+* input registers and discrete inputs are read-only (refused).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from enum import StrEnum
+
+from isthmus.connectors.modbus.config import ModbusTagConfig, Order, RegisterKind
+from isthmus.connectors.modbus.decode import encode_value
+from isthmus.connectors.modbus.errors import WriteRefused
+from isthmus.model.config import DataType
+
+_INT_LIMITS: dict[DataType, tuple[int, int]] = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+    DataType.INT64: (-(2**63), 2**63 - 1),
+    DataType.UINT64: (0, 2**64 - 1),
+}
+_FLOAT32_MAX = float(struct.unpack(">f", bytes.fromhex("7f7fffff"))[0])
+
+
+class WriteFunction(StrEnum):
+    COIL = "write_coil"  # FC 5
+    REGISTER = "write_register"  # FC 6
+    REGISTERS = "write_registers"  # FC 16
+    MASK = "mask_write_register"  # FC 22
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """One write: the function, the address and what to send."""
+
+    function: WriteFunction
+    address: int
+    words: tuple[int, ...] = ()
+    """Registers for FC 6/16 (in wire order); ``(0,)``/``(1,)`` for a coil."""
+    and_mask: int = 0xFFFF
+    or_mask: int = 0x0000
+    bit: int | None = None
+    """For FC 22: the bit of the register on the wire (after the byte order)."""
+
+    @property
+    def count(self) -> int:
+        """Registers (or bits) to read back."""
+        return max(1, len(self.words))
+
+
+def to_raw(tag: ModbusTagConfig, value: float | int | bool) -> float | int:
+    """The raw register value of an engineering value, or :class:`WriteRefused`."""
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise WriteRefused(f"{tag.path}: {value!r} is not a finite number")
+    if tag.data_type == DataType.BOOL:
+        if value not in (0, 1):
+            raise WriteRefused(f"{tag.path}: a bool takes 0/1 or false/true, not {value!r}")
+        return int(value)
+    if tag.scale == 0:
+        raise WriteRefused(f"{tag.path}: scale is 0, no raw value gives {value!r}")
+    raw = (float(value) - tag.offset) / tag.scale
+    limits = _INT_LIMITS.get(tag.data_type)
+    if limits is None:  # float32 / float64
+        if tag.data_type == DataType.FLOAT32 and abs(raw) > _FLOAT32_MAX:
+            raise WriteRefused(f"{tag.path}: {value!r} (raw {raw:g}) does not fit a float32")
+        if not math.isfinite(raw):
+            raise WriteRefused(f"{tag.path}: {value!r} gives a raw value that is not finite")
+        return raw
+    rounded = int(math.copysign(math.floor(abs(raw) + 0.5), raw))
+    low, high = limits
+    if not low <= rounded <= high:
+        raise WriteRefused(
+            f"{tag.path}: {value!r} is raw {rounded}, outside the {tag.data_type.value} "
+            f"range [{low}, {high}]"
+        )
+    return rounded
+
+
+def write_request(
+    tag: ModbusTagConfig,
+    value: float | int | bool,
+    word_order: Order,
+    byte_order: Order,
+) -> WriteRequest:
+    """The request that writes engineering ``value`` to ``tag`` (orders already resolved
+    against the device defaults).  Raises :class:`WriteRefused`."""
+    if not tag.writable:
+        raise WriteRefused(f"{tag.path}: not writable (set writable: true in its tag map)")
+    if tag.kind in (RegisterKind.INPUT, RegisterKind.DISCRETE):
+        raise WriteRefused(f"{tag.path}: {tag.kind.value} is read-only in Modbus")
+    raw = to_raw(tag, value)
+    if tag.kind == RegisterKind.COIL:
+        return WriteRequest(WriteFunction.COIL, tag.address, (int(raw),))
+    if tag.bit is not None:
+        wire_bit = tag.bit if byte_order == Order.BIG else (tag.bit + 8) % 16
+        mask = 1 << wire_bit
+        return WriteRequest(
+            WriteFunction.MASK,
+            tag.address,
+            and_mask=~mask & 0xFFFF,
+            or_mask=mask if raw else 0,
+            bit=wire_bit,
+        )
+    words = tuple(encode_value(tag.data_type, raw, word_order, byte_order))
+    if len(words) == 1:
+        return WriteRequest(WriteFunction.REGISTER, tag.address, words)
+    return WriteRequest(WriteFunction.REGISTERS, tag.address, words)
