@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+NODE_PEERS := tests/interop/node/node_modules/.installed
+
+.PHONY: demo test lint typecheck unit bench clean interop-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# npm peers for the interop tests, when npm is on this machine (CI installs it);
+# without it those tests skip locally and fail under CI=true.
+$(NODE_PEERS): tests/interop/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd tests/interop/node && npm ci --omit=optional --no-audit --no-fund --silent && touch node_modules/.installed; \
+	else echo "npm not found: interop tests against npm peers will skip"; fi
+
+interop-peers: $(NODE_PEERS)
+
+test: lint typecheck interop-peers
 	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
 
 unit: $(STAMP)
