@@ -35,6 +35,7 @@ from isthmus.transport.local import LocalTransport
 
 if TYPE_CHECKING:
     from isthmus.api.context import ApiContext
+    from isthmus.transport.mqtt import UnsPublisher
 
 log = logging.getLogger("isthmus")
 
@@ -65,6 +66,8 @@ class Runtime:
     sources: list[Source]
     started_ns: int
     version: str = __version__
+    uns: UnsPublisher | None = None
+    """Publishes the Unified Namespace when the plant config has a ``uns:`` section."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def source_status(self) -> dict[str, bool]:
@@ -129,6 +132,18 @@ def build_runtime(
             log=logging.getLogger(f"isthmus.source.{cfg.name}"),
         )
         sources.append(connectors.get(cfg.type).factory(cfg, bound, ctx))
+    uns: UnsPublisher | None = None
+    if plant.uns is not None:
+        from isthmus.transport.mqtt import UnsPublisher
+
+        uns = UnsPublisher(
+            plant.uns,
+            catalog,
+            transport,
+            metrics,
+            client_id=f"isthmus-uns-{plant.enterprise}-{plant.site}",
+            queue_batches=plant.pipeline.queue_batches,
+        )
     return Runtime(
         plant=plant,
         source_configs=list(source_configs),
@@ -142,25 +157,31 @@ def build_runtime(
         writer=writer,
         sources=sources,
         started_ns=clock.now_ns(),
+        uns=uns,
     )
 
 
 async def start_pipeline(rt: Runtime) -> None:
-    """Start the writer, the stale watch and every source as tasks."""
+    """Start the writer, the stale watch, the UNS publisher and every source as tasks."""
     rt.tasks.append(asyncio.create_task(rt.writer.run(), name="historian-writer"))
     rt.tasks.append(
         asyncio.create_task(
             rt.ingest.watch_stale(rt.plant.pipeline.stale_check_interval), name="stale-watch"
         )
     )
+    if rt.uns is not None:
+        # Before the sources: it subscribes to the transport when its task first runs.
+        rt.tasks.append(asyncio.create_task(rt.uns.run(), name="uns-publisher"))
     for source in rt.sources:
         rt.tasks.append(asyncio.create_task(source.run(), name=f"source-{source.name}"))
 
 
 async def stop_pipeline(rt: Runtime, grace: float = 3.0) -> None:
-    """Stop sources, then the stale watch, then the writer (it flushes), then the store."""
+    """Stop sources, then the UNS publisher, then the stale watch, then the writer (it
+    flushes), then the store."""
     by_role: list[list[asyncio.Task[Any]]] = [
         [t for t in rt.tasks if t.get_name().startswith("source-")],
+        [t for t in rt.tasks if t.get_name() == "uns-publisher"],
         [t for t in rt.tasks if t.get_name() == "stale-watch"],
         [t for t in rt.tasks if t.get_name() == "historian-writer"],
     ]

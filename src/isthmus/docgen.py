@@ -23,6 +23,7 @@ from isthmus.model.config import (
     SimulatorConfig,
     StorageConfig,
     TagConfig,
+    UnsConfig,
 )
 
 
@@ -109,6 +110,15 @@ def reference() -> str:
         "## `simulator`",
         "",
         table(SimulatorConfig),
+        "",
+        "## `uns`",
+        "",
+        "Publishes every tag's latest value and quality, retained, to an MQTT broker under "
+        "`[prefix/]enterprise/site/area/line/cell/equipment/tag` as "
+        '`{"value": ..., "quality": "Good", "timestamp": "ISO 8601"}`. '
+        "See docs/connectors/mqtt.md.",
+        "",
+        table(UnsConfig),
         "",
     ]
     for name, spec in default_connectors().items():

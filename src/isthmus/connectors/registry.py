@@ -9,10 +9,11 @@ from isthmus.registry import Registry
 
 def default_connectors() -> Registry[ConnectorSpec]:
     from isthmus.connectors.modbus import spec as modbus_spec
+    from isthmus.connectors.mqtt import spec as mqtt_spec
     from isthmus.connectors.opcua import spec as opcua_spec
 
     registry: Registry[ConnectorSpec] = Registry("source type")
-    for spec in (opcua_spec(), modbus_spec()):
+    for spec in (opcua_spec(), modbus_spec(), mqtt_spec()):
         registry.register(spec.name, spec)
     return registry
 

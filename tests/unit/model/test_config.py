@@ -81,7 +81,8 @@ def test_every_error_is_reported_at_once() -> None:
 def test_unknown_source_type_lists_known_ones() -> None:
     (err,) = errors(VALID.replace("type: modbus", "type: profibus"))
     assert err == (
-        "plant.yaml:10: sources.0.type: unknown source type 'profibus'; known types: modbus, opcua"
+        "plant.yaml:10: sources.0.type: unknown source type 'profibus'; "
+        "known types: modbus, mqtt, opcua"
     )
 
 

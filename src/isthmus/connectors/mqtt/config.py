@@ -1,0 +1,139 @@
+"""MQTT source configuration (pure)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from isthmus.connectors.mqtt.mapping import (
+    PathError,
+    TemplateError,
+    parse_path,
+    parse_topic,
+    template_variables,
+)
+from isthmus.model.config import SourceConfig, Strict, TagConfig
+from isthmus.model.durations import Duration
+
+
+class MqttTagConfig(TagConfig):
+    """MQTT tags have no addressing of their own: subscriptions map messages onto them."""
+
+
+class MqttValueMap(Strict):
+    field: str = Field(
+        default="$", description="JSON path of the value in the payload ($: the whole payload)"
+    )
+    tag: str = Field(
+        description="tag path template, e.g. packaging/{line}/filling/{machine}/temperature"
+    )
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, value: str) -> str:
+        try:
+            parse_path(value)
+        except PathError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class MqttSubscription(Strict):
+    topic: str = Field(
+        description="topic template: {name} captures a level, + and a final # are wildcards"
+    )
+    qos: Literal[0, 1] = Field(default=0, description="subscription QoS (0 or 1)")
+    values: list[MqttValueMap] = Field(
+        min_length=1, description="which payload fields go to which tags"
+    )
+    timestamp: str | None = Field(
+        default=None,
+        description="JSON path of the source timestamp (ISO 8601 or epoch ms); "
+        "absent: the receive time",
+    )
+    quality: str | None = Field(
+        default=None,
+        description="JSON path of a quality (Good/Uncertain/Bad, a name, a status code "
+        "or a boolean); absent: Good",
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        try:
+            parse_topic(value)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("timestamp", "quality")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_path(value)
+            except PathError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _variables(self) -> MqttSubscription:
+        have = set(parse_topic(self.topic).variables)
+        for value in self.values:
+            missing = template_variables(value.tag) - have
+            if missing:
+                names = ", ".join(sorted(missing))
+                raise ValueError(
+                    f"tag template {value.tag!r} uses {names} which topic {self.topic!r} "
+                    "does not capture"
+                )
+        return self
+
+
+class MqttSourceConfig(SourceConfig):
+    type: Literal["mqtt"] = Field(default="mqtt", description="this connector: mqtt")
+    host: str = Field(description="broker host name or address")
+    port: int = Field(default=1883, ge=1, le=65535, description="broker port (TLS: often 8883)")
+    client_id: str = Field(
+        default="", description="MQTT client id; empty: isthmus-<source name>. Must be unique"
+    )
+    keepalive: Duration = Field(default=30.0, description="MQTT keepalive")
+    clean_session: bool = Field(
+        default=True, description="false: the broker keeps QoS 1 messages while we are away"
+    )
+    tls: bool = Field(default=False, description="connect with TLS (the broker is verified)")
+    ca_file: str | None = Field(
+        default=None, description="CA bundle that signs the broker (default: system CAs)"
+    )
+    cert_file: str | None = Field(default=None, description="client certificate (mutual TLS)")
+    key_file: str | None = Field(default=None, description="client private key (mutual TLS)")
+    username: str | None = Field(default=None, description="user name for the broker")
+    password_env: str | None = Field(
+        default=None, description="name of the environment variable holding the password"
+    )
+    batch_interval: Duration = Field(
+        default=0.05, description="longest time messages are collected into one batch"
+    )
+    batch_max: int = Field(default=1000, ge=1, le=100_000, description="most values in one batch")
+    max_queued_messages: int = Field(
+        default=10_000,
+        ge=10,
+        description="bound of the incoming message queue; beyond it the oldest are dropped",
+    )
+    timeout: Duration = Field(default=5.0, description="connect / subscribe timeout")
+    reconnect_max: Duration = Field(default=30.0, description="longest pause between attempts")
+    subscriptions: list[MqttSubscription] = Field(
+        min_length=1, description="topic templates and how their payloads map onto tags"
+    )
+    tags: list[MqttTagConfig] = Field(default_factory=list)  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _auth(self) -> MqttSourceConfig:
+        if self.password_env is not None and self.username is None:
+            raise ValueError("password_env needs a username")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if (self.ca_file or self.cert_file) and not self.tls:
+            raise ValueError("ca_file/cert_file/key_file need tls: true")
+        return self

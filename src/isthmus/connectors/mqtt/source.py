@@ -1,0 +1,254 @@
+"""MQTT source: subscribes to topic templates, maps payload fields onto tags, and emits
+one batch per ``batch_interval`` or ``batch_max`` values (never one per message).
+
+Qualities produced:
+
+* Good — the field was read (or the quality the payload's quality field gives);
+* ``BAD_DECODING_ERROR`` — the payload of a topic that maps onto the tag could not be
+  decoded (not JSON, field missing, not a number, bad timestamp/quality);
+* ``BAD_COMMUNICATION_ERROR`` — the broker is unreachable (once per outage, via ``Link``).
+
+Metrics (``source.<name>.*``): ``messages``, ``values``, ``rejected`` (one per value or
+message that could not be decoded), ``unknown_tags`` (a topic produced a tag path that
+is not configured), ``unmatched``, ``dropped`` (incoming queue full),
+``refused_subscriptions`` (ACL), ``errors``, ``reconnects``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiomqtt
+import numpy as np
+
+from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
+from isthmus.connectors.mqtt.client import SetupError, make_client
+from isthmus.connectors.mqtt.config import MqttSourceConfig, MqttTagConfig
+from isthmus.connectors.mqtt.mapping import (
+    FieldMap,
+    JsonPath,
+    TopicTemplate,
+    decode_message,
+    fill,
+    parse_path,
+    parse_topic,
+)
+from isthmus.model.batch import Batch
+from isthmus.pipeline.metrics import BurstLog
+
+RESOLVE_CACHE_MAX = 4096
+SUBACK_FAILURE = 0x80
+
+
+@dataclass(frozen=True, slots=True)
+class _Sub:
+    template: TopicTemplate
+    qos: int
+    values: tuple[tuple[JsonPath, str], ...]
+    timestamp: JsonPath | None
+    quality: JsonPath | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    index: int
+    sub: _Sub
+    fields: tuple[FieldMap, ...]
+    unknown: int
+    """Fields whose tag path is not configured."""
+
+
+class MqttSource:
+    def __init__(
+        self,
+        config: MqttSourceConfig,
+        tags: Sequence[BoundTag[MqttTagConfig]],
+        ctx: SourceContext,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self._ctx = ctx
+        self._by_path = {t.config.path: t.tag_id for t in tags}
+        self._subs = [
+            _Sub(
+                parse_topic(s.topic),
+                s.qos,
+                tuple((parse_path(v.field), v.tag) for v in s.values),
+                parse_path(s.timestamp) if s.timestamp else None,
+                parse_path(s.quality) if s.quality else None,
+            )
+            for s in config.subscriptions
+        ]
+        self._cache: dict[str, list[_Route]] = {}
+        self._burst = BurstLog(ctx.log)
+        ids = np.array([t.tag_id for t in tags], dtype=np.int32)
+        self._link = Link("MQTT", config.name, f"{config.host}:{config.port}", ids, ctx)
+        self._tag_ids: list[int] = []
+        self._values: list[float] = []
+        self._qualities: list[int] = []
+        self._ts: list[int] = []
+        m = f"source.{config.name}."
+        self._m_messages = m + "messages"
+        self._m_values = m + "values"
+        self._m_rejected = m + "rejected"
+        self._m_unknown = m + "unknown_tags"
+        self._m_unmatched = m + "unmatched"
+        self._m_dropped = m + "dropped"
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    # ------------------------------------------------------------------ decoding
+
+    def _routes(self, topic: str) -> list[_Route]:
+        """Which subscriptions a topic matches and the tags its fields go to (cached)."""
+        hit = self._cache.get(topic)
+        if hit is not None:
+            return hit
+        routes: list[_Route] = []
+        for index, sub in enumerate(self._subs):
+            variables = sub.template.match(topic)
+            if variables is None:
+                continue
+            fields: list[FieldMap] = []
+            unknown = 0
+            for path, template in sub.values:
+                tag_path = fill(template, variables)
+                tag_id = self._by_path.get(tag_path) if tag_path is not None else None
+                if tag_id is None:
+                    unknown += 1
+                fields.append(FieldMap(path, tag_id))
+            routes.append(_Route(index, sub, tuple(fields), unknown))
+        if len(self._cache) >= RESOLVE_CACHE_MAX:
+            self._cache.clear()
+        self._cache[topic] = routes
+        return routes
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Decode one message into the pending batch (public for tests and benchmarks)."""
+        metrics = self._ctx.metrics
+        metrics.inc(self._m_messages)
+        routes = self._routes(topic)
+        if not routes:
+            metrics.inc(self._m_unmatched)
+            return
+        now = self._ctx.clock.now_ns()
+        for route in routes:
+            if route.unknown:
+                metrics.inc(self._m_unknown, route.unknown)
+                self._burst.warning(
+                    f"unknown:{route.index}",
+                    "MQTT source %s: topic %s maps onto tags that are not configured "
+                    "(declare them under tags:)",
+                    self.name,
+                    topic,
+                )
+            sub = route.sub
+            decoded = decode_message(payload, route.fields, now, sub.timestamp, sub.quality)
+            if decoded.rejections:
+                metrics.inc(self._m_rejected, len(decoded.rejections))
+                self._burst.warning(
+                    f"rejected:{route.index}",
+                    "MQTT source %s: rejected payload on %s: %s",
+                    self.name,
+                    topic,
+                    decoded.rejections[0],
+                )
+            if decoded.tag_ids:
+                self._tag_ids.extend(decoded.tag_ids)
+                self._values.extend(decoded.values)
+                self._qualities.extend(decoded.qualities)
+                self._ts.extend(decoded.ts)
+
+    @property
+    def pending(self) -> int:
+        return len(self._tag_ids)
+
+    def take_batch(self) -> Batch | None:
+        if not self._tag_ids:
+            return None
+        batch = Batch(
+            np.array(self._tag_ids, dtype=np.int32),
+            np.array(self._ts, dtype=np.int64),
+            np.array(self._values, dtype=np.float64),
+            np.array(self._qualities, dtype=np.uint32),
+        )
+        self._tag_ids, self._values, self._qualities, self._ts = [], [], [], []
+        return batch
+
+    async def _flush(self) -> None:
+        batch = self.take_batch()
+        if batch is not None:
+            self._ctx.metrics.inc(self._m_values, len(batch))
+            await self._ctx.emit(batch)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.batch_interval)
+            await self._flush()
+
+    # ---------------------------------------------------------------- connection
+
+    def _on_drop(self) -> None:
+        self._ctx.metrics.inc(self._m_dropped)
+        self._burst.warning(
+            "dropped", "MQTT source %s: incoming queue full, oldest messages dropped", self.name
+        )
+
+    def _check_granted(self, sub: _Sub, granted: object) -> None:
+        """A broker refuses a subscription (an ACL) with the SUBACK code 0x80: say so."""
+        codes = granted if isinstance(granted, list | tuple) else [granted]
+        if any(getattr(code, "value", code) == SUBACK_FAILURE for code in codes):
+            self._ctx.metrics.inc(f"source.{self.name}.refused_subscriptions")
+            self._burst.warning(
+                f"refused:{sub.template.text}",
+                "MQTT source %s: the broker refused the subscription to %s "
+                "(check the ACL of user %s)",
+                self.name,
+                sub.template.subscription,
+                self.config.username or "(anonymous)",
+            )
+
+    async def run(self) -> None:
+        cfg = self.config
+        backoff = Backoff(cap=cfg.reconnect_max)
+        client_id = cfg.client_id or f"isthmus-{cfg.name}"
+        while True:
+            reason = ""
+            try:
+                client = make_client(
+                    cfg,
+                    client_id,
+                    clean_session=cfg.clean_session,
+                    max_queued_incoming=cfg.max_queued_messages,
+                    on_drop=self._on_drop,
+                )
+                async with client:
+                    for sub in self._subs:
+                        granted = await client.subscribe(sub.template.subscription, qos=sub.qos)
+                        self._check_granted(sub, granted)
+                    self._link.up()
+                    backoff.reset()
+                    flusher = asyncio.create_task(self._flush_loop())
+                    try:
+                        async for message in client.messages:
+                            payload = message.payload
+                            if not isinstance(payload, bytes | bytearray):
+                                payload = b"" if payload is None else str(payload).encode()
+                            self.handle(message.topic.value, bytes(payload))
+                            if len(self._tag_ids) >= cfg.batch_max:
+                                await self._flush()
+                    finally:
+                        flusher.cancel()
+                        await asyncio.gather(flusher, return_exceptions=True)
+                reason = "disconnected"
+            except aiomqtt.MqttError as exc:
+                reason = str(exc) or type(exc).__name__
+            except SetupError as exc:
+                reason = str(exc)
+            await self._flush()
+            await self._link.down(reason)
+            await asyncio.sleep(backoff.next_delay())
