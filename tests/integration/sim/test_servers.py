@@ -63,11 +63,11 @@ async def start() -> Running:
     ready = asyncio.Event()
     task = asyncio.create_task(run_simulator(config, ready=ready))
     done, _ = await asyncio.wait(
-        [task, asyncio.create_task(ready.wait())], timeout=8, return_when="FIRST_COMPLETED"
+        [task, asyncio.create_task(ready.wait())], timeout=30, return_when="FIRST_COMPLETED"
     )
     if task in done:
         task.result()  # raises the start-up error
-    assert ready.is_set(), "simulator not ready in 8 s"
+    assert ready.is_set(), "simulator not ready in 30 s"
     return Running(config, task)
 
 
