@@ -130,6 +130,7 @@ def build_runtime(
             clock=clock,
             metrics=metrics,
             log=logging.getLogger(f"isthmus.source.{cfg.name}"),
+            data_dir=data_dir,
         )
         sources.append(connectors.get(cfg.type).factory(cfg, bound, ctx))
     uns: UnsPublisher | None = None

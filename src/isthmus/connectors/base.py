@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
@@ -54,6 +55,8 @@ class SourceContext:
     clock: Clock = field(default_factory=SystemClock)
     metrics: Metrics = field(default_factory=Metrics)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("isthmus.source"))
+    data_dir: Path | None = None
+    """Where the running system keeps its state (certificates, keys); None in tests."""
 
 
 class Source(Protocol):

@@ -234,8 +234,12 @@ async def test_outage_then_recovery(caplog: pytest.LogCaptureFixture) -> None:
             await asyncio.sleep(1.0)
             assert not source.connected
             await own.server.start()  # same address space, same port
-            await collector.wait_for(has(200, 1.5), limit=8.0)
+            back = await collector.wait_for(has(200, 1.5), limit=8.0)
             assert source.connected
+            # The value did not change while we were away: it is recorded Good again
+            # just after the Bad mark (not at its old source timestamp, which the
+            # historian would drop as a duplicate, leaving the tag Bad).
+            assert int(back.ts.min()) > int(lost.ts.max())
             await own.nodes["speed"].write_value(4.5)
             await collector.wait_for(has(200, 4.5))
             bad = [b for b in collector.batches if b.quality.any()]

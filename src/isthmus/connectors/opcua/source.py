@@ -21,6 +21,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,13 +29,16 @@ import numpy.typing as npt
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.subscription import Subscription
+from asyncua.ua import status_codes
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaError
 
 from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
+from isthmus.connectors.opcua import security
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.model.batch import Batch
-from isthmus.model.quality import Quality, quality_name
+from isthmus.model.errors import IsthmusError
+from isthmus.model.quality import SEVERITY_MASK, Quality, quality_name
 from isthmus.pipeline.metrics import BurstLog
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -52,6 +56,86 @@ def _to_ns(stamp: datetime) -> int:
 
 class _ConnectionLost(Exception):
     pass
+
+
+class OpcUaWriteError(IsthmusError):
+    """A write was refused: unknown or non-writable tag, value not convertible to the
+    node's type, not connected, a Bad StatusCode from the server, or a read-back that
+    differs from the value written."""
+
+
+# Built-in DataType node ids (namespace 0) that a write can target: id → VariantType.
+_WRITABLE_TYPES: dict[int, ua.VariantType] = {
+    1: ua.VariantType.Boolean,
+    2: ua.VariantType.SByte,
+    3: ua.VariantType.Byte,
+    4: ua.VariantType.Int16,
+    5: ua.VariantType.UInt16,
+    6: ua.VariantType.Int32,
+    7: ua.VariantType.UInt32,
+    8: ua.VariantType.Int64,
+    9: ua.VariantType.UInt64,
+    10: ua.VariantType.Float,
+    11: ua.VariantType.Double,
+    290: ua.VariantType.Double,  # Duration
+}
+_INT_LIMITS: dict[ua.VariantType, tuple[int, int]] = {
+    ua.VariantType.SByte: (-(2**7), 2**7 - 1),
+    ua.VariantType.Byte: (0, 2**8 - 1),
+    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
+    ua.VariantType.UInt16: (0, 2**16 - 1),
+    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
+    ua.VariantType.UInt32: (0, 2**32 - 1),
+    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
+    ua.VariantType.UInt64: (0, 2**64 - 1),
+}
+_SERVER_STATE = "i=2259"  # Server.ServerStatus.State
+_BUILD_INFO = {  # Server.ServerStatus.BuildInfo.*
+    "product_name": "i=2263",
+    "manufacturer_name": "i=2262",
+    "software_version": "i=2264",
+    "build_number": "i=2265",
+    "product_uri": "i=2261",
+}
+_RUNNING = 0  # ServerState.Running
+
+
+def status_text(code: int) -> str:
+    """A StatusCode for people: asyncua's name (BadNodeIdUnknown) and hex value."""
+    try:
+        name, _doc = status_codes.get_name_and_doc(int(code))
+    except Exception:
+        return quality_name(code)
+    return f"{name} (0x{int(code) & 0xFFFFFFFF:08X})"
+
+
+def coerce(value: float | int | bool, vtype: ua.VariantType) -> Any:
+    """``value`` as the Python value of a Variant of ``vtype``; ValueError if it does not
+    fit (a fraction for an integer node, out of the type's range, NaN for a bool)."""
+    if isinstance(value, bool):
+        number: float | int = int(value)
+    elif isinstance(value, int | float):
+        number = value
+    else:
+        raise ValueError(f"{value!r} is not a number or a bool")
+    if vtype is ua.VariantType.Boolean:
+        if number not in (0, 1):
+            raise ValueError(f"{value!r} is not a bool (0/1, true/false)")
+        return bool(number)
+    if vtype in (ua.VariantType.Float, ua.VariantType.Double):
+        as_float = float(number)
+        if vtype is ua.VariantType.Float and abs(as_float) > 3.4028234663852886e38:
+            raise ValueError(f"{value!r} is out of the Float range")
+        return as_float
+    limits = _INT_LIMITS.get(vtype)
+    if limits is None:
+        raise ValueError(f"nodes of type {vtype.name} cannot be written")
+    if isinstance(number, float) and not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number ({vtype.name})")
+    as_int = int(number)
+    if not limits[0] <= as_int <= limits[1]:
+        raise ValueError(f"{value!r} is out of the {vtype.name} range {limits[0]}..{limits[1]}")
+    return as_int
 
 
 async def _abandon(client: Any) -> None:
@@ -105,6 +189,9 @@ class OpcUaSource:
         tags: Sequence[BoundTag[OpcUaTagConfig]],
         ctx: SourceContext,
     ) -> None:
+        if config.pki_dir is None:  # the trust store lives with the rest of the state
+            pki = (ctx.data_dir or Path(".isthmus")) / "pki"
+            config = config.model_copy(update={"pki_dir": str(pki)})
         self.name = config.name
         self.config = config
         self.ctx = ctx
@@ -116,6 +203,11 @@ class OpcUaSource:
         self._lost: asyncio.Event | None = None
         self._lost_reason = ""
         self._link = Link("opcua", self.name, config.endpoint, self._tag_ids, ctx)
+        # The gap mark: after an outage, a tag's first sample older than the Bad mark is
+        # re-stamped just after it, so the historian records "Good again" after the gap.
+        self._gap_ns: int | None = None
+        self._gap_pending = np.zeros(len(self.tags), dtype=np.bool_)
+        self._in_outage = False
         self._config_logged = False
         self._burst = BurstLog(ctx.log)
         prefix = f"source.{self.name}"
@@ -124,6 +216,19 @@ class OpcUaSource:
         self._m_values = f"{prefix}.values"
         self._m_errors = f"{prefix}.errors"
         self._m_decode = f"{prefix}.decode_errors"
+        self._m_writes = f"{prefix}.writes"
+        self._m_write_errors = f"{prefix}.write_errors"
+        self._by_path: dict[str, int] = {}
+        for index, tag in enumerate(self.tags):
+            self._by_path[tag.uns_path] = index
+            self._by_path[tag.config.path] = index
+        self._write_types: dict[int, ua.VariantType] = {}  # tag index → node's type
+        self.server_info: dict[str, str] = {}
+        """BuildInfo of the server (product_name, manufacturer_name, software_version,
+        build_number, product_uri), read after each connect; empty before."""
+        self.server_state: int | None = None
+        """Last ServerStatus.State seen (0 Running); None before the first publish."""
+        self._status_handle = len(self.tags)  # client handle of the State item
 
     @property
     def connected(self) -> bool:
@@ -141,11 +246,18 @@ class OpcUaSource:
                     await self._session()
                 except asyncio.CancelledError:
                     raise
-                except (_ConnectionLost, OSError, TimeoutError, ConnectionError, UaError) as e:
-                    await self._link.down(str(e) or type(e).__name__)
+                except (
+                    _ConnectionLost,
+                    OSError,
+                    TimeoutError,
+                    ConnectionError,
+                    UaError,
+                    security.OpcUaSecurityError,
+                ) as e:
+                    await self._down(str(e) or type(e).__name__)
                 except Exception as exc:  # a bug must not kill the source: log and retry
                     self.ctx.log.exception("opcua source %s: unexpected error", self.name)
-                    await self._link.down(f"unexpected {type(exc).__name__}: {exc}")
+                    await self._down(f"unexpected {type(exc).__name__}: {exc}")
                 else:
                     backoff.reset()
                 await self._teardown()
@@ -153,11 +265,20 @@ class OpcUaSource:
         finally:
             await self._teardown()
 
+    async def _down(self, reason: str) -> None:
+        first = not self._in_outage  # Link emits the Bad batch on the first failure only
+        self._in_outage = True
+        await self._link.down(reason)
+        if first:
+            self._gap_ns = self.ctx.clock.now_ns()  # not before the Bad batch's stamp
+            self._gap_pending[:] = True
+
     async def _session(self) -> None:
         """Connect, subscribe, then wait until the connection is lost."""
         client = Client(self.config.endpoint, timeout=self.config.timeout)
         client.session_timeout = 600_000  # ms; the common server maximum, avoids a revision
         self._client = client
+        self.server_state = None
         lost = asyncio.Event()
         self._lost = lost
 
@@ -166,9 +287,12 @@ class OpcUaSource:
             lost.set()
 
         client.connection_lost_callback = on_lost
+        await asyncio.wait_for(security.apply(client, self.config), self.config.timeout * 2)
         await asyncio.wait_for(client.connect(), self.config.timeout)
+        await asyncio.wait_for(self._read_build_info(client), self.config.timeout)
         await asyncio.wait_for(self._subscribe(client), self.config.timeout * 2)
         self._link.up()
+        self._in_outage = False
         await lost.wait()
         raise _ConnectionLost(self._lost_reason or "connection lost")
 
@@ -197,13 +321,23 @@ class OpcUaSource:
                 rejected.append((handle, f"{tag.config.node!r}: {exc}"))
                 continue
             requests.append(self._item_request(node_id, handle, sampling_ms))
-        if requests:
-            outcomes = await sub.create_monitored_items(requests)
-            for request, outcome in zip(requests, outcomes, strict=True):
-                if isinstance(outcome, ua.StatusCode):
+        status_item = self._item_request(
+            ua.NodeId.from_string(_SERVER_STATE), self._status_handle, 1000.0
+        )
+        requests.append(status_item)
+        outcomes = await sub.create_monitored_items(requests)
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if isinstance(outcome, ua.StatusCode):
+                if request is status_item:
+                    self.ctx.log.info(
+                        "opcua source %s: server state not watchable (%s)",
+                        self.name,
+                        quality_name(outcome.value),
+                    )
+                else:
                     handle = request.RequestedParameters.ClientHandle
                     node = self.tags[handle].config.node
-                    rejected.append((handle, f"{node}: {quality_name(outcome.value)}"))
+                    rejected.append((handle, f"{node}: {status_text(outcome.value)}"))
         if rejected:
             await self._reject(rejected)
 
@@ -260,6 +394,160 @@ class OpcUaSource:
                 await asyncio.wait_for(client.disconnect(), _DISCONNECT_TIMEOUT)
         await _abandon(client)
 
+    # -- server identity and state ------------------------------------------------------
+
+    async def _read_build_info(self, client: Any) -> None:
+        """BuildInfo once per connection; logged the first time and when it changes."""
+        params = ua.ReadParameters()
+        params.TimestampsToReturn = ua.TimestampsToReturn.Neither
+        for node in _BUILD_INFO.values():
+            rv = ua.ReadValueId()
+            rv.NodeId = ua.NodeId.from_string(node)
+            rv.AttributeId = AttributeIds.Value
+            params.NodesToRead.append(rv)
+        try:
+            results = await client.uaclient.read(params)
+        except UaError as exc:  # a server without BuildInfo still serves its tags
+            self.ctx.log.info("opcua source %s: no BuildInfo (%s)", self.name, exc)
+            return
+        info: dict[str, str] = {}
+        for key, dv in zip(_BUILD_INFO, results, strict=True):
+            value = dv.Value.Value if dv.Value is not None else None
+            if value is not None and (dv.StatusCode is None or dv.StatusCode.is_good()):
+                info[key] = str(value)
+        if info != self.server_info:
+            self.server_info = info
+            self.ctx.log.info(
+                "opcua source %s: server %s %s (build %s) by %s",
+                self.name,
+                info.get("product_name", "?"),
+                info.get("software_version", "?"),
+                info.get("build_number", "?"),
+                info.get("manufacturer_name", "?"),
+            )
+
+    def _on_server_state(self, dv: Any) -> None:
+        variant = dv.Value if dv is not None else None
+        raw = variant.Value if variant is not None else None
+        state = int(raw) if isinstance(raw, int) else None
+        if state is None or state == self.server_state:
+            return
+        previous, self.server_state = self.server_state, state
+        try:
+            label = ua.ServerState(state).name
+        except ValueError:
+            label = str(state)
+        if state != _RUNNING:
+            self.ctx.log.warning(
+                "opcua source %s: server state %s: its Good values are marked Uncertain",
+                self.name,
+                label,
+            )
+        elif previous is not None:
+            self.ctx.log.info("opcua source %s: server Running again", self.name)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def _tag_index(self, tag: str | int) -> int:
+        if isinstance(tag, int):
+            hits = np.flatnonzero(self._tag_ids == tag)
+            if len(hits):
+                return int(hits[0])
+        elif tag in self._by_path:
+            return self._by_path[tag]
+        raise OpcUaWriteError(f"opcua source {self.name}: no tag {tag!r}")
+
+    async def write(self, tag: str | int, value: float | int | bool) -> None:
+        """Write ``value`` to a writable tag's node, converted to the node's DataType
+        (read once per tag and cached), check the server's StatusCode, then read the
+        value back.  ``tag``: its UNS path, its path below the site, or its tag id.
+        Raises :class:`OpcUaWriteError`; nothing is retried."""
+        index = self._tag_index(tag)
+        bound = self.tags[index]
+        node = bound.config.node
+        label = f"opcua source {self.name}: write {bound.uns_path} ({node})"
+        if not bound.config.writable:
+            raise OpcUaWriteError(f"{label}: the tag is not writable (writable: false)")
+        client = self._client
+        if client is None or not self._link.connected:
+            raise OpcUaWriteError(f"{label}: not connected to {self.config.endpoint}")
+        try:
+            node_id = ua.NodeId.from_string(node)
+        except Exception as exc:
+            raise OpcUaWriteError(f"{label}: bad NodeId: {exc}") from None
+        try:
+            async with asyncio.timeout(self.config.timeout * 3):
+                await self._write(client, index, node_id, value, label)
+        except OpcUaWriteError:
+            self.ctx.metrics.inc(self._m_write_errors)
+            raise
+        except (TimeoutError, OSError, ConnectionError, UaError) as exc:
+            self.ctx.metrics.inc(self._m_write_errors)
+            raise OpcUaWriteError(f"{label}: {exc or type(exc).__name__}") from None
+        self.ctx.metrics.inc(self._m_writes)
+
+    async def _write(
+        self, client: Any, index: int, node_id: Any, value: float | int | bool, label: str
+    ) -> None:
+        vtype = self._write_types.get(index)
+        if vtype is None:
+            vtype = await self._node_type(client, node_id, label)
+            self._write_types[index] = vtype
+        try:
+            coerced = coerce(value, vtype)
+        except ValueError as exc:
+            raise OpcUaWriteError(f"{label}: {exc}") from None
+        wv = ua.WriteValue()
+        wv.NodeId = node_id
+        wv.AttributeId = AttributeIds.Value
+        wv.Value = ua.DataValue(ua.Variant(coerced, vtype))
+        params = ua.WriteParameters()
+        params.NodesToWrite = [wv]
+        status = (await client.uaclient.write(params))[0]
+        if not status.is_good():
+            raise OpcUaWriteError(f"{label}: refused by the server: {status_text(status.value)}")
+        back = await self._read(client, node_id, AttributeIds.Value, label)
+        got = back.Value.Value if back.Value is not None else None
+        expected = coerced
+        if vtype is ua.VariantType.Float and isinstance(got, float):
+            expected = float(np.float32(coerced))
+            got = float(np.float32(got))
+        if got != expected:
+            raise OpcUaWriteError(f"{label}: wrote {coerced!r} but read back {got!r}")
+
+    async def _read(self, client: Any, node_id: Any, attribute: int, label: str) -> Any:
+        rv = ua.ReadValueId()
+        rv.NodeId = node_id
+        rv.AttributeId = attribute
+        params = ua.ReadParameters()
+        params.NodesToRead = [rv]
+        dv = (await client.uaclient.read(params))[0]
+        if dv.StatusCode is not None and not dv.StatusCode.is_good():
+            raise OpcUaWriteError(f"{label}: read failed: {status_text(dv.StatusCode.value)}")
+        return dv
+
+    async def _node_type(self, client: Any, node_id: Any, label: str) -> ua.VariantType:
+        """The VariantType to write: the node's DataType when built-in, else the type
+        of its current value (a subtype such as an enumeration stored as Int32)."""
+        dv = await self._read(client, node_id, AttributeIds.DataType, label)
+        type_id = dv.Value.Value if dv.Value is not None else None
+        if (
+            type_id is not None
+            and type_id.NamespaceIndex == 0
+            and isinstance(type_id.Identifier, int)
+            and type_id.Identifier in _WRITABLE_TYPES
+        ):
+            return _WRITABLE_TYPES[type_id.Identifier]
+        current = await self._read(client, node_id, AttributeIds.Value, label)
+        vtype = current.Value.VariantType if current.Value is not None else None
+        if vtype in _INT_LIMITS or vtype in (
+            ua.VariantType.Boolean,
+            ua.VariantType.Float,
+            ua.VariantType.Double,
+        ):
+            return ua.VariantType(vtype)
+        raise OpcUaWriteError(f"{label}: node type {type_id} is not a number or a bool")
+
     # -- notifications ------------------------------------------------------------------
 
     def _on_status_change(self, notification: Any) -> None:
@@ -276,23 +564,31 @@ class OpcUaSource:
 
     def batch_of(self, items: Sequence[Any]) -> Batch | None:
         """One batch from the ``MonitoredItemNotification`` list of a publish response."""
-        n = len(items)
-        if n == 0:
-            return None
         handle_list: list[int] = []
         code_list: list[int] = []
         values: list[Any] = []
         stamps: list[datetime | None] = []
+        status_handle = self._status_handle
         for item in items:
-            handle_list.append(item.ClientHandle)
+            handle = item.ClientHandle
+            if handle == status_handle:
+                self._on_server_state(item.Value)
+                continue
+            handle_list.append(handle)
             dv = item.Value
             variant = dv.Value
             values.append(None if variant is None else variant.Value)
             status = dv.StatusCode
             code_list.append(0 if status is None else status.value)
             stamps.append(dv.SourceTimestamp or dv.ServerTimestamp)
+        n = len(handle_list)
+        if n == 0:
+            return None
         handles = np.array(handle_list, dtype=np.intp)
         codes = np.array(code_list, dtype=np.uint32)
+        if self.server_state not in (None, _RUNNING):
+            good = (codes & np.uint32(SEVERITY_MASK)) == 0
+            codes[good] = Quality.UNCERTAIN
 
         metrics = self.ctx.metrics
         known = handles < len(self._handle_to_tag)
@@ -301,6 +597,8 @@ class OpcUaSource:
                 "handle", "opcua source %s: notification for unknown client handles", self.name
             )
         ts = self._timestamps(stamps)
+        if self._gap_ns is not None:
+            self._close_gap(handles, ts, known)
         if set(map(type, values)) <= _NUMERIC:
             value = np.array(values, dtype=np.float64)
         else:
@@ -313,6 +611,21 @@ class OpcUaSource:
         metrics.inc(self._m_notifications, n)
         metrics.inc(self._m_values, int(np.count_nonzero(batch.quality == 0)))
         return batch
+
+    def _close_gap(
+        self, handles: npt.NDArray[np.intp], ts: npt.NDArray[np.int64], known: Any
+    ) -> None:
+        """First samples after an outage: those stamped before the Bad mark (the value
+        did not change while we were away) are stamped just after it, in place."""
+        assert self._gap_ns is not None
+        safe = np.where(known, handles, 0)
+        pending = self._gap_pending[safe] & known
+        if pending.any():
+            floor = np.int64(self._gap_ns + 1)
+            ts[pending & (ts < floor)] = floor
+            self._gap_pending[safe[pending]] = False
+        if not self._gap_pending.any():
+            self._gap_ns = None
 
     def _timestamps(self, stamps: list[datetime | None]) -> npt.NDArray[np.int64]:
         try:
