@@ -74,3 +74,11 @@ class StoreBusyError(StoreError):
 
     The CLI catches it and queries the running server through its API instead.
     """
+
+
+EMBEDDED_ENGINES = ("duckdb", "sqlite")
+
+
+def is_embedded(storage: StorageConfig) -> bool:
+    """A store whose data lives in a file of the data directory (one process at a time)."""
+    return storage.type in EMBEDDED_ENGINES and storage.path != ":memory:"

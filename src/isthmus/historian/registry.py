@@ -19,9 +19,20 @@ def _sqlite(config: StorageConfig, data_dir: Path) -> Store:
     return SQLiteStore(config, data_dir)
 
 
+def _postgres(config: StorageConfig, data_dir: Path) -> Store:
+    # Imported on use: psycopg is only loaded by processes that store in PostgreSQL.
+    from isthmus.historian.postgres.store import PostgresStore
+
+    return PostgresStore(config, data_dir)
+
+
 def default_stores() -> Registry[StoreFactory]:
-    """``duckdb`` (the default, see docs/decisions/0002) and ``sqlite``."""
+    """``duckdb`` (the default, see docs/decisions/0002), ``sqlite`` and ``postgres``.
+
+    ``postgres`` reads its DSN from the environment variable ``ISTHMUS_PG_DSN``.
+    """
     stores: Registry[StoreFactory] = Registry("store")
     stores.register("duckdb", _duckdb)
     stores.register("sqlite", _sqlite)
+    stores.register("postgres", _postgres)
     return stores

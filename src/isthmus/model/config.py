@@ -120,10 +120,14 @@ class SourceConfig(Strict):
 
 
 class StorageConfig(Strict):
-    type: str = Field(default="duckdb", description="historian backend: duckdb or sqlite")
+    type: str = Field(default="duckdb", description="historian backend: duckdb, sqlite or postgres")
     path: str = Field(default="historian.duckdb", description="relative to the data dir")
     retention: Duration = Field(default=30 * 86400.0, description="raw samples kept")
     memory_limit: str = Field(default="256MB", description="engine cache cap")
+    dsn_env: str = Field(
+        default="ISTHMUS_PG_DSN",
+        description="postgres: the environment variable holding the connection string",
+    )
 
 
 class ApiConfig(Strict):

@@ -34,6 +34,9 @@ def config(name: str, path: str | None = None) -> StorageConfig:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    """The backend name; for ``postgres`` a fresh database in the session's cluster."""
+    if request.param == "postgres":
+        request.getfixturevalue("pg_dsn")  # sets ISTHMUS_PG_DSN for this test
     return str(request.param)
 
 
@@ -50,8 +53,8 @@ def series(tag: int, start: int, n: int, step: int = S, value0: float = 0.0) -> 
     return Batch.of(np.full(n, tag), ts, value0 + np.arange(n, dtype=np.float64), 0)
 
 
-def test_registry_has_both_backends() -> None:
-    assert BACKENDS == ["duckdb", "sqlite"]
+def test_registry_has_every_backend() -> None:
+    assert sorted(BACKENDS) == ["duckdb", "postgres", "sqlite"]
 
 
 # -- tags ------------------------------------------------------------------------------

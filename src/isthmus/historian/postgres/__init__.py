@@ -1,0 +1,1 @@
+"""PostgreSQL historian backend (psycopg 3); see ``docs/historian-postgres.md``."""
