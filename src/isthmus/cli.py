@@ -1,4 +1,4 @@
-"""The ``isthmus`` command: demo | run | check | sim | query.
+"""The ``isthmus`` command: demo | run | check | sim | query | discover | certs.
 
 Every user-facing failure ends with a clear message and exit status 1, never a
 traceback (set ``ISTHMUS_DEBUG=1`` to see one).
@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -331,10 +332,135 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from isthmus.historian.export import run_export
+
+    result = run_export(
+        config=args.config,
+        data_dir=Path(args.data_dir),
+        since=args.from_,
+        until=args.to,
+        fmt=args.format,
+        tags=args.tags,
+        dest=Path(args.dest),
+        overwrite=args.overwrite,
+        console=console,
+    )
+    out.print(result.summary())
+    return 0
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else str(value)
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    """Browse an OPC UA server and write a plant file with its tag map."""
+    from isthmus.connectors.opcua.discover import default_source_name, discover, render_yaml
+    from isthmus.model.config import check_segment
+
+    endpoint: str = args.endpoint
+    if not endpoint.startswith("opc.tcp://"):
+        raise IsthmusError(f"{endpoint!r}: an OPC UA endpoint starts with opc.tcp://")
+    if args.depth < 1:
+        raise IsthmusError("--depth must be at least 1")
+    name = args.name or default_source_name(endpoint)
+    try:
+        check_segment(name)
+    except ValueError as exc:
+        raise IsthmusError(f"--name: {exc}") from None
+    security = None
+    if args.security_policy != "None" or args.username:
+        from pydantic import ValidationError
+
+        from isthmus.connectors.opcua.config import OpcUaSourceConfig
+
+        try:
+            security = OpcUaSourceConfig(
+                name=name,
+                endpoint=endpoint,
+                security_policy=args.security_policy,
+                security_mode=args.security_mode,
+                pki_dir=args.pki_dir or str(Path(args.data_dir) / "pki"),
+                identity="username" if args.username else "anonymous",
+                username=args.username,
+                password_env=args.password_env,
+            )
+        except ValidationError as exc:
+            raise IsthmusError(
+                "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            ) from None
+    target = Path(args.output) if args.output and args.output != "-" else None
+    if target is not None and target.exists() and not args.force:
+        raise IsthmusError(f"{target} exists: pick another --output or add --force")
+
+    with console.status(f"connecting to {endpoint}...") as status:
+
+        def progress(depth: int, nodes: int, variables: int) -> None:
+            status.update(
+                f"browsing {endpoint}: depth {depth}, {nodes} node(s), {variables} variable(s)"
+            )
+
+        found = asyncio.run(
+            discover(
+                endpoint,
+                depth=args.depth,
+                include_standard=args.include_standard,
+                progress=progress,
+                security=security,
+            )
+        )
+    text = render_yaml(found, source_name=name, security=security)
+    usable = sum(1 for v in found.variables if v.data_type is not None)
+    skipped = len(found.variables) - usable
+    if target is None:
+        sys.stdout.write(text)
+    else:
+        target.write_text(text, encoding="utf-8")
+    console.print(
+        f"[green]discovered[/green] {usable} tag(s) ({skipped} skipped) in "
+        f"{found.nodes_browsed} node(s) of {endpoint}"
+        + (f" → {target}; next: isthmus check {target}" if target else "")
+    )
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """OPC UA trust stores: list, trust or reject server certificates."""
+    from isthmus.connectors.opcua.security import Pki
+
+    pki_dir = Path(args.pki_dir) if args.pki_dir else Path(args.data_dir) / "pki"
+    pki = Pki(pki_dir)
+    if args.action == "list":
+        rows = pki.list()
+        own, _key = pki.own()
+        table = Table(title=f"OPC UA certificates in {pki_dir}")
+        for col in ("source", "state", "thumbprint", "subject", "valid until"):
+            table.add_column(col, no_wrap=col != "subject")
+        for source, info in rows:
+            colour = "green" if info.state == "trusted" else "yellow"
+            table.add_row(
+                source,
+                f"[{colour}]{info.state}[/{colour}]",
+                info.thumbprint,
+                info.subject,
+                f"{info.not_after:%Y-%m-%d}",
+            )
+        out.print(table)
+        mine = f"our application certificate: {own}" if own.is_file() else "no own certificate yet"
+        out.print(f"[dim]{len(rows)} certificate(s); {mine}[/dim]")
+        return 0
+    if not args.source or not args.certificate:
+        raise IsthmusError(f"certs {args.action} needs SOURCE and a thumbprint (or a file)")
+    if args.action == "trust":
+        path = pki.trust(args.source, args.certificate)
+        out.print(f"[green]trusted[/green] {path.stem} for source {args.source}")
+    else:
+        path = pki.reject(args.source, args.certificate)
+        out.print(f"[yellow]rejected[/yellow] {path.stem} for source {args.source}")
+    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -375,6 +501,39 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None)
     sim.set_defaults(func=cmd_sim)
 
+    disc = sub.add_parser("discover", help="browse an OPC UA server, write a plant file")
+    disc.add_argument("endpoint", help="opc.tcp://HOST:PORT[/path]")
+    disc.add_argument("--depth", type=int, default=8, help="levels below Objects (default 8)")
+    disc.add_argument("--output", "-o", default=None, help="file to write (default: stdout)")
+    disc.add_argument("--name", default=None, help="source name (default: opcua-HOST)")
+    disc.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    disc.add_argument(
+        "--include-standard",
+        action="store_true",
+        help="also browse the standard nodes below Objects (the Server object)",
+    )
+    disc.add_argument(
+        "--security-policy",
+        default="None",
+        choices=("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"),
+    )
+    disc.add_argument("--security-mode", default="None", choices=("None", "Sign", "SignAndEncrypt"))
+    disc.add_argument("--username", default=None, help="user identity (needs --password-env)")
+    disc.add_argument("--password-env", default=None, help="environment variable with the password")
+    disc.add_argument("--data-dir", default=".isthmus", help="trust store in DATA_DIR/pki")
+    disc.add_argument("--pki-dir", default=None, help="trust store directory, if not DATA_DIR/pki")
+    disc.set_defaults(func=cmd_discover)
+
+    certs = sub.add_parser("certs", help="OPC UA trust stores: list, trust, reject")
+    certs.add_argument("action", choices=("list", "trust", "reject"))
+    certs.add_argument("source", nargs="?", default=None, help="the opcua source name")
+    certs.add_argument(
+        "certificate", nargs="?", default=None, help="thumbprint prefix (≥ 6), or a file to trust"
+    )
+    certs.add_argument("--data-dir", default=".isthmus", help="certificates in DATA_DIR/pki")
+    certs.add_argument("--pki-dir", default=None, help="the source's pki_dir, if not DATA_DIR/pki")
+    certs.set_defaults(func=cmd_certs)
+
     query = sub.add_parser("query", help="read a tag's history")
     query.add_argument("path", help="UNS path (enterprise/site/... or area/line/cell/eq/tag)")
     query.add_argument("--since", default="10m", help="duration or ISO time (default 10m)")
@@ -385,10 +544,42 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--config", default=None, help="plant config (default: the demo plant)")
     query.add_argument("--data-dir", default=".isthmus")
     query.set_defaults(func=cmd_query)
+
+    export = sub.add_parser(
+        "export", help="write history to a data lake: Hive-partitioned Parquet or CSV"
+    )
+    export.add_argument("dest", help="destination folder (site=/date= partitions below it)")
+    export.add_argument("--from", dest="from_", required=True, help="ISO time or 7d, -7d")
+    export.add_argument("--to", default="now", help="ISO time, -1h or now (default)")
+    export.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    export.add_argument("--tags", default=None, help="glob on UNS paths, e.g. '*/pump1/*'")
+    export.add_argument("--overwrite", action="store_true", help="replace exported days")
+    export.add_argument("--config", default=None, help="plant config (default: the demo plant)")
+    export.add_argument("--data-dir", default=".isthmus")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
+_TIME_OPTIONS = frozenset({"--from", "--to", "--since", "--until"})
+_RELATIVE = re.compile(r"^-\d+(\.\d+)?(ns|us|ms|s|min|m|h|d|w)$")
+
+
+def _glue_relative_times(argv: Sequence[str]) -> list[str]:
+    """``--from -1h`` → ``--from=-1h``: argparse would take ``-1h`` for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _TIME_OPTIONS and i + 1 < len(argv) and _RELATIVE.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = _glue_relative_times(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:

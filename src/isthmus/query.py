@@ -114,10 +114,11 @@ def _via_store(
     limit: int,
 ) -> tuple[Rows, list[str]]:
     from isthmus.app import default_stores, full_path
+    from isthmus.historian.common import is_embedded
 
     if path not in {full_path(plant, t) for s in sources for t in s.tags}:
         raise IsthmusError(f"unknown tag {path!r} (see `isthmus check` or GET /api/tags)")
-    if not (data_dir / plant.storage.path).exists() and plant.storage.path != ":memory:":
+    if is_embedded(plant.storage) and not (data_dir / plant.storage.path).exists():
         raise IsthmusError(f"no history in {data_dir} yet: run `isthmus demo` first")
     store = default_stores().get(plant.storage.type)(plant.storage, data_dir)
     store.open()

@@ -76,3 +76,41 @@ def test_query_errors_are_clear(tmp_path: Path) -> None:
     assert "unknown tag" in r.stderr or "no history" in r.stderr
     r = isthmus("query", "x", "--since", "banana", "--data-dir", str(tmp_path))
     assert r.returncode == 1 and "--since" in r.stderr
+
+
+def test_export_through_the_cli(tmp_path: Path) -> None:
+    """A store with history → `isthmus export` → Hive-partitioned Parquet DuckDB can read."""
+    import duckdb
+    import numpy as np
+
+    from isthmus.app import full_path
+    from isthmus.cli import load_config
+    from isthmus.historian.base import TagMeta
+    from isthmus.historian.duckdb.store import DuckDBStore
+    from isthmus.model.batch import Batch
+
+    plant, sources, _ = load_config(None)
+    tag = sources[0].tags[0]
+    path = full_path(plant, tag)
+    store = DuckDBStore(plant.storage, tmp_path / "d")
+    store.open()
+    tag_id = store.register_tags([TagMeta(path, tag.data_type.value, tag.unit)])[path]
+    now = np.int64(__import__("time").time_ns())
+    store.write(Batch.of(np.full(100, tag_id), now - np.arange(100) * 10**9, np.arange(100), 0))
+    store.close()
+
+    r = isthmus("export", str(tmp_path / "lake"), "--from", "-1h", "--data-dir",
+                str(tmp_path / "d"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "100" in r.stdout
+    rows = duckdb.sql(
+        f"SELECT count(*), min(site), any_value(tag) FROM read_parquet("
+        f"'{tmp_path}/lake/**/*.parquet', hive_partitioning = true)"
+    ).fetchall()
+    assert rows == [(100, plant.site, path)]
+    again = isthmus("export", str(tmp_path / "lake"), "--from", "-1h", "--data-dir",
+                    str(tmp_path / "d"))  # fmt: skip
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    bad = isthmus("export", str(tmp_path / "x"), "--from", "banana", "--data-dir",
+                  str(tmp_path / "d"))  # fmt: skip
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
