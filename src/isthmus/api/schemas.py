@@ -6,33 +6,10 @@ import math
 
 from pydantic import BaseModel, Field
 
-from isthmus.model.config import DataType
+from isthmus.model.values import JsonValue
 
-Value = bool | int | float | None
+Value = JsonValue
 """A sample value typed by the tag's data type; ``null`` when not a finite number."""
-
-_INT_TYPES = frozenset(
-    {
-        DataType.INT16,
-        DataType.UINT16,
-        DataType.INT32,
-        DataType.UINT32,
-        DataType.INT64,
-        DataType.UINT64,
-    }
-)
-
-
-def typed_value(value: float, data_type: DataType) -> Value:
-    """A stored float as the JSON value of its tag: bool, int or float (NaN → None)."""
-    value = float(value)
-    if not math.isfinite(value):
-        return None
-    if data_type is DataType.BOOL:
-        return value != 0.0
-    if data_type in _INT_TYPES and value.is_integer():
-        return int(value)
-    return value
 
 
 def finite(value: float) -> float | None:

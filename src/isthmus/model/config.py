@@ -152,27 +152,13 @@ class SimulatorConfig(Strict):
     tick: Duration = Field(default=0.1, description="model step")
 
 
-class UnsConfig(Strict):
-    """Publishing the Unified Namespace: every tag's latest value and quality, retained,
-    under its ISA-95 topic ``[prefix/]enterprise/site/area/line/cell/equipment/tag``."""
+class MqttBroker(Strict):
+    """How to reach an MQTT broker: shared by the MQTT source and the UNS publisher.
+    Passwords come from the environment variable named by ``password_env``."""
 
-    type: Literal["mqtt"] = Field(default="mqtt", description="UNS transport: mqtt")
     host: str = Field(description="broker host name or address")
     port: int = Field(default=1883, ge=1, le=65535, description="broker port (TLS: often 8883)")
-    client_id: str = Field(
-        default="", description="MQTT client id; empty: isthmus-uns-<enterprise>-<site>"
-    )
     keepalive: Duration = Field(default=30.0, description="MQTT keepalive")
-    qos: Literal[0, 1] = Field(default=1, description="publish QoS (0 or 1)")
-    retain: bool = Field(
-        default=True, description="retained: a new subscriber gets every tag's last value at once"
-    )
-    min_interval: Duration = Field(
-        default=1.0,
-        description="at most one publish per tag per interval; changes in between are "
-        "coalesced to the newest",
-    )
-    prefix: str = Field(default="", description="topic prefix before enterprise, e.g. uns/v1")
     tls: bool = Field(default=False, description="connect with TLS (the broker is verified)")
     ca_file: str | None = Field(
         default=None, description="CA bundle that signs the broker (default: system CAs)"
@@ -183,8 +169,38 @@ class UnsConfig(Strict):
     password_env: str | None = Field(
         default=None, description="name of the environment variable holding the password"
     )
-    timeout: Duration = Field(default=5.0, description="connect / publish timeout")
+    timeout: Duration = Field(default=5.0, description="connect, subscribe and publish timeout")
     reconnect_max: Duration = Field(default=30.0, description="longest pause between attempts")
+
+    @model_validator(mode="after")
+    def _broker_auth(self) -> MqttBroker:
+        if self.password_env is not None and self.username is None:
+            raise ValueError("password_env needs a username")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if (self.ca_file or self.cert_file) and not self.tls:
+            raise ValueError("ca_file/cert_file/key_file need tls: true")
+        return self
+
+
+class UnsConfig(MqttBroker):
+    """Publishing the Unified Namespace: every tag's latest value and quality, retained,
+    under its ISA-95 topic ``[prefix/]enterprise/site/area/line/cell/equipment/tag``."""
+
+    type: Literal["mqtt"] = Field(default="mqtt", description="UNS transport: mqtt")
+    client_id: str = Field(
+        default="", description="MQTT client id; empty: isthmus-uns-<enterprise>-<site>"
+    )
+    qos: Literal[0, 1] = Field(default=1, description="publish QoS (0 or 1)")
+    retain: bool = Field(
+        default=True, description="retained: a new subscriber gets every tag's last value at once"
+    )
+    min_interval: Duration = Field(
+        default=1.0,
+        description="at most one publish per tag per interval; changes in between are "
+        "coalesced to the newest",
+    )
+    prefix: str = Field(default="", description="topic prefix before enterprise, e.g. uns/v1")
 
     @field_validator("prefix")
     @classmethod

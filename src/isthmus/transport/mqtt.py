@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
@@ -33,6 +32,7 @@ from isthmus.connectors.mqtt.client import SetupError, make_client
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType, UnsConfig
 from isthmus.model.quality import quality_name
+from isthmus.model.values import typed_value
 from isthmus.pipeline.catalog import TagCatalog
 from isthmus.pipeline.metrics import Metrics
 from isthmus.transport.local import LocalTransport
@@ -44,16 +44,6 @@ Sample = tuple[int, float, int]
 
 PUBLISH_CHUNK = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_INTEGERS = frozenset(
-    {
-        DataType.INT16,
-        DataType.UINT16,
-        DataType.INT32,
-        DataType.UINT32,
-        DataType.INT64,
-        DataType.UINT64,
-    }
-)
 
 
 def iso_timestamp(ts_ns: int) -> str:
@@ -63,16 +53,11 @@ def iso_timestamp(ts_ns: int) -> str:
 
 def payload(value: float, quality: int, ts_ns: int, kind: DataType) -> bytes:
     """The JSON document of one tag's sample (NaN becomes ``null``)."""
-    out: float | int | bool | None
-    if math.isnan(value) or math.isinf(value):
-        out = None
-    elif kind is DataType.BOOL:
-        out = value != 0
-    elif kind in _INTEGERS and value.is_integer():
-        out = int(value)
-    else:
-        out = value
-    doc = {"value": out, "quality": quality_name(quality), "timestamp": iso_timestamp(ts_ns)}
+    doc = {
+        "value": typed_value(value, kind),
+        "quality": quality_name(quality),
+        "timestamp": iso_timestamp(ts_ns),
+    }
     return json.dumps(doc, separators=(",", ":")).encode()
 
 

@@ -151,3 +151,9 @@ def test_value_type_is_float_when_scaled() -> None:
     assert vt(data_type="int16", scale=0.1) is DataType.FLOAT64
     assert vt(data_type="uint32", offset=-40) is DataType.FLOAT64
     assert vt(data_type="bool", scale=2) is DataType.BOOL
+
+
+def test_uns_broker_settings_are_checked_like_the_mqtt_source() -> None:
+    text = VALID + "uns: {host: broker, cert_file: c.pem, key_file: k.pem}\n"
+    (err,) = errors(text)
+    assert ": uns: " in err and "need tls: true" in err

@@ -29,10 +29,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from isthmus.api.context import ApiContext
 from isthmus.api.paths import id_mask
-from isthmus.api.schemas import typed_value
 from isthmus.model.batch import Batch
 from isthmus.model.durations import format_ns
 from isthmus.model.quality import quality_name
+from isthmus.model.values import typed_value
 from isthmus.security.identity import Claims, InvalidToken
 from isthmus.transport.local import Subscription
 

@@ -21,11 +21,11 @@ from isthmus.api.schemas import (
     Sample,
     TagOut,
     finite,
-    typed_value,
 )
 from isthmus.model.batch import Batch
 from isthmus.model.durations import format_ns, parse_duration_ns, parse_time_ns
 from isthmus.model.quality import quality_name
+from isthmus.model.values import typed_value
 from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 
 router = APIRouter(prefix="/api", tags=["tags"], dependencies=[Depends(require_user)])

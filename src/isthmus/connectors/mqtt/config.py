@@ -13,7 +13,7 @@ from isthmus.connectors.mqtt.mapping import (
     parse_topic,
     template_variables,
 )
-from isthmus.model.config import SourceConfig, Strict, TagConfig
+from isthmus.model.config import MqttBroker, SourceConfig, Strict, TagConfig
 from isthmus.model.durations import Duration
 
 
@@ -91,26 +91,13 @@ class MqttSubscription(Strict):
         return self
 
 
-class MqttSourceConfig(SourceConfig):
+class MqttSourceConfig(SourceConfig, MqttBroker):
     type: Literal["mqtt"] = Field(default="mqtt", description="this connector: mqtt")
-    host: str = Field(description="broker host name or address")
-    port: int = Field(default=1883, ge=1, le=65535, description="broker port (TLS: often 8883)")
     client_id: str = Field(
         default="", description="MQTT client id; empty: isthmus-<source name>. Must be unique"
     )
-    keepalive: Duration = Field(default=30.0, description="MQTT keepalive")
     clean_session: bool = Field(
         default=True, description="false: the broker keeps QoS 1 messages while we are away"
-    )
-    tls: bool = Field(default=False, description="connect with TLS (the broker is verified)")
-    ca_file: str | None = Field(
-        default=None, description="CA bundle that signs the broker (default: system CAs)"
-    )
-    cert_file: str | None = Field(default=None, description="client certificate (mutual TLS)")
-    key_file: str | None = Field(default=None, description="client private key (mutual TLS)")
-    username: str | None = Field(default=None, description="user name for the broker")
-    password_env: str | None = Field(
-        default=None, description="name of the environment variable holding the password"
     )
     batch_interval: Duration = Field(
         default=0.05, description="longest time messages are collected into one batch"
@@ -121,19 +108,7 @@ class MqttSourceConfig(SourceConfig):
         ge=10,
         description="bound of the incoming message queue; beyond it the oldest are dropped",
     )
-    timeout: Duration = Field(default=5.0, description="connect / subscribe timeout")
-    reconnect_max: Duration = Field(default=30.0, description="longest pause between attempts")
     subscriptions: list[MqttSubscription] = Field(
         min_length=1, description="topic templates and how their payloads map onto tags"
     )
     tags: list[MqttTagConfig] = Field(default_factory=list)  # type: ignore[assignment]
-
-    @model_validator(mode="after")
-    def _auth(self) -> MqttSourceConfig:
-        if self.password_env is not None and self.username is None:
-            raise ValueError("password_env needs a username")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        if (self.ca_file or self.cert_file) and not self.tls:
-            raise ValueError("ca_file/cert_file/key_file need tls: true")
-        return self
