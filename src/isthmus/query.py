@@ -8,6 +8,8 @@ read the data directory may query).  Otherwise the store is opened directly.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,9 @@ def run_query(
     until: str,
     bucket: str | None,
     limit: int,
+    interval: str | None = None,
+    method: str = "previous",
+    extended: bool = False,
 ) -> tuple[Rows, list[str]]:
     import time
 
@@ -64,27 +69,67 @@ def run_query(
             raise IsthmusError("--bucket must be positive")
     if limit < 1:
         raise IsthmusError("--limit must be at least 1")
+    interval_ns = None
+    if interval is not None:
+        if bucket is not None:
+            raise IsthmusError("--interval and --bucket exclude each other")
+        try:
+            interval_ns = parse_duration_ns(interval)
+        except ValueError as exc:
+            raise IsthmusError(f"--interval: {exc}") from None
+        if interval_ns <= 0:
+            raise IsthmusError("--interval must be positive")
+    if method not in ("previous", "linear"):
+        raise IsthmusError("--method is previous or linear")
+    shape = Shape(bucket, bucket_ns, interval, interval_ns, method, extended)
 
     url = running_server(data_dir)
     if url is not None:
-        return _via_api(url, data_dir, full, start, end, bucket, limit)
-    return _via_store(plant, sources, data_dir, full, start, end, bucket_ns, limit)
+        return _via_api(url, data_dir, full, start, end, shape, limit)
+    return _via_store(plant, sources, data_dir, full, start, end, shape, limit)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the query returns: raw samples, buckets (maybe extended) or interpolated."""
+
+    bucket: str | None
+    bucket_ns: int | None
+    interval: str | None
+    interval_ns: int | None
+    method: str
+    extended: bool
+
+    @property
+    def columns(self) -> list[str]:
+        if self.bucket_ns:
+            extra = ["twa", "stddev"] if self.extended else []
+            return ["timestamp", "avg", "min", "max", "count", *extra]
+        return ["timestamp", "value", "quality"]
 
 
 def _via_api(
-    url: str, data_dir: Path, path: str, start: int, end: int, bucket: str | None, limit: int
+    url: str, data_dir: Path, path: str, start: int, end: int, shape: Shape, limit: int
 ) -> tuple[Rows, list[str]]:
     token_file = data_dir / CLI_TOKEN_FILE
     try:
         token = token_file.read_text().strip()
     except OSError:
         raise IsthmusError(f"a server runs at {url} but {token_file} is unreadable") from None
-    params: dict[str, str | int] = {"from": format_ns(start), "to": format_ns(end), "limit": limit}
-    if bucket:
-        params["bucket"] = bucket
+    params: dict[str, str | int] = {"from": format_ns(start), "to": format_ns(end)}
+    route = "samples"
+    if shape.interval:
+        route = "interpolated"
+        params.update(interval=shape.interval, method=shape.method)
+    else:
+        params["limit"] = limit
+        if shape.bucket:
+            params["bucket"] = shape.bucket
+            if shape.extended:
+                params["extended"] = "true"
     try:
         resp = httpx.get(
-            f"{url}/api/tags/{path}/samples",
+            f"{url}/api/tags/{path}/{route}",
             params=params,
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
@@ -98,9 +143,9 @@ def _via_api(
             detail = resp.text
         raise IsthmusError(f"{resp.status_code}: {detail}")
     body = resp.json()
-    if bucket:
-        return body["buckets"], ["timestamp", "avg", "min", "max", "count"]
-    return body["samples"], ["timestamp", "value", "quality"]
+    key = "values" if shape.interval else "buckets" if shape.bucket else "samples"
+    rows: Rows = body[key]
+    return [{c: r.get(c) for c in shape.columns} for r in rows], shape.columns
 
 
 def _via_store(
@@ -110,11 +155,13 @@ def _via_store(
     path: str,
     start: int,
     end: int,
-    bucket_ns: int | None,
+    shape: Shape,
     limit: int,
 ) -> tuple[Rows, list[str]]:
     from isthmus.app import default_stores, full_path
     from isthmus.historian.common import is_embedded
+    from isthmus.historian.compute import Method
+    from isthmus.historian.queries import extended_buckets, interpolated
 
     if path not in {full_path(plant, t) for s in sources for t in s.tags}:
         raise IsthmusError(f"unknown tag {path!r} (see `isthmus check` or GET /api/tags)")
@@ -126,8 +173,24 @@ def _via_store(
         tag_id = store.tags().get(path)
         if tag_id is None:
             raise IsthmusError(f"no history for {path!r} in {data_dir} yet")
-        if bucket_ns:
-            agg = store.buckets(tag_id, start, end, bucket_ns)
+        if shape.bucket_ns and shape.extended:
+            try:
+                ext = extended_buckets(store, tag_id, start, end, shape.bucket_ns)
+            except ValueError as exc:
+                raise IsthmusError(str(exc)) from None
+            names = ("avg", "min", "max", "twa", "stddev")
+            cols = [ext.avg, ext.min, ext.max, ext.twa, ext.stddev]
+            rows = [
+                {
+                    "timestamp": format_ns(int(ext.bucket_ns[i])),
+                    **{name: _finite(float(col[i])) for name, col in zip(names, cols, strict=True)},
+                    "count": int(ext.count[i]),
+                }
+                for i in range(len(ext))
+            ]
+            return rows, shape.columns
+        if shape.bucket_ns:
+            agg = store.buckets(tag_id, start, end, shape.bucket_ns)
             rows = [
                 {
                     "timestamp": format_ns(int(agg.bucket_ns[i])),
@@ -138,7 +201,24 @@ def _via_store(
                 }
                 for i in range(len(agg))
             ]
-            return rows, ["timestamp", "avg", "min", "max", "count"]
+            return rows, shape.columns
+        if shape.interval_ns:
+            method: Method = "linear" if shape.method == "linear" else "previous"
+            try:
+                at, values, quality = interpolated(
+                    store, tag_id, start, end, shape.interval_ns, method
+                )
+            except ValueError as exc:
+                raise IsthmusError(str(exc)) from None
+            rows = [
+                {
+                    "timestamp": format_ns(int(at[i])),
+                    "value": _finite(float(values[i])),
+                    "quality": quality_name(int(quality[i])),
+                }
+                for i in range(len(at))
+            ]
+            return rows, shape.columns
         raw = store.raw(tag_id, start, end, limit)
         rows = [
             {
@@ -148,6 +228,10 @@ def _via_store(
             }
             for i in range(len(raw))
         ]
-        return rows, ["timestamp", "value", "quality"]
+        return rows, shape.columns
     finally:
         store.close()
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -96,6 +96,12 @@ class Bucket(BaseModel):
     min: float | None
     max: float | None
     count: int = Field(description="non-Bad samples in the bucket")
+    twa: float | None = Field(
+        default=None, description="with extended=true: time-weighted average (value held)"
+    )
+    stddev: float | None = Field(
+        default=None, description="with extended=true: standard deviation of the samples"
+    )
 
 
 class BucketedSamples(BaseModel):
@@ -103,3 +109,11 @@ class BucketedSamples(BaseModel):
     unit: str
     bucket: str
     buckets: list[Bucket]
+
+
+class InterpolatedSamples(BaseModel):
+    path: str
+    unit: str
+    interval: str
+    method: str = Field(description="previous (value in force) or linear")
+    values: list[Sample]

@@ -62,6 +62,11 @@ class Store(Protocol):
         """Samples with ``start_ns <= ts < end_ns``, oldest first."""
         ...
 
+    def before(self, tag_id: int, ts_ns: int, lookback_ns: int) -> Batch:
+        """The newest sample with ``ts_ns - lookback_ns <= ts < ts_ns`` (0 or 1 row): the
+        value in force when a range starts."""
+        ...
+
     def last(self, tag_ids: Sequence[int]) -> Batch:
         """The newest sample of each tag that has one."""
         ...

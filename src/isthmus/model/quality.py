@@ -29,6 +29,7 @@ class Quality(IntEnum):
     BAD_NO_COMMUNICATION = 0x80310000
     BAD_WAITING_FOR_INITIAL_DATA = 0x80320000
     BAD_OUT_OF_RANGE = 0x803C0000
+    BAD_NO_DATA = 0x809B0000
     BAD_CONFIGURATION_ERROR = 0x80890000
     BAD_NOT_CONNECTED = 0x808A0000
     BAD_DEVICE_FAILURE = 0x808B0000
@@ -49,6 +50,7 @@ _NAMES: dict[int, str] = {
     Quality.BAD_NO_COMMUNICATION: "Bad_NoCommunication",
     Quality.BAD_WAITING_FOR_INITIAL_DATA: "Bad_WaitingForInitialData",
     Quality.BAD_OUT_OF_RANGE: "Bad_OutOfRange",
+    Quality.BAD_NO_DATA: "Bad_NoData",
     Quality.BAD_CONFIGURATION_ERROR: "Bad_ConfigurationError",
     Quality.BAD_NOT_CONNECTED: "Bad_NotConnected",
     Quality.BAD_DEVICE_FAILURE: "Bad_DeviceFailure",

@@ -545,3 +545,77 @@ async def test_api_docs_are_served_without_a_cdn(client: httpx.AsyncClient) -> N
     assert "cdn" not in page.text.lower()
     js = await client.get("/docs-assets/swagger-ui-bundle.js")
     assert js.status_code == 200 and len(js.content) > 100_000
+
+
+async def test_samples_bucketed_extended(client: httpx.AsyncClient, auth: dict[str, str]) -> None:
+    r = await client.get(
+        f"/api/tags/{TEMPERATURE}/samples",
+        params={"from": "-10m", "bucket": "1m", "extended": "true"},
+        headers=auth,
+    )
+    buckets = r.json()["buckets"]
+    assert len(buckets) == 10
+    for k, b in enumerate(buckets):
+        if k == 5:  # the Bad sample's 10 s are not covered; 31..35 hold 10 s each
+            assert b["twa"] == pytest.approx(33.0)
+            assert b["stddev"] == pytest.approx(2**0.5)
+        else:  # six values 6k..6k+5, each in force for 10 s
+            assert b["twa"] == pytest.approx(6 * k + 2.5)
+            assert b["stddev"] == pytest.approx((35 / 12) ** 0.5)
+    plain = await client.get(
+        f"/api/tags/{TEMPERATURE}/samples", params={"from": "-10m", "bucket": "1m"}, headers=auth
+    )
+    assert plain.json()["buckets"][0]["twa"] is None
+
+
+async def test_interpolated_previous_and_linear(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    url = f"/api/tags/{TEMPERATURE}/interpolated"
+    r = await client.get(url, params={"from": "-10m", "interval": "1m"}, headers=auth)
+    body = r.json()
+    assert body["method"] == "previous" and body["interval"] == "1m"
+    values = body["values"]
+    assert [v["timestamp"] for v in values] == [format_ns(START + k * 60 * S) for k in range(10)]
+    assert [v["value"] for v in values] == [6.0 * k if k != 5 else None for k in range(10)]
+    assert values[5]["quality"] == "Bad_CommunicationError"
+    r = await client.get(
+        url,
+        params={
+            "from": format_ns(START + 5 * S),
+            "to": "now",
+            "interval": "1m",
+            "method": "linear",
+        },
+        headers=auth,
+    )
+    linear = r.json()["values"]
+    assert [v["value"] for v in linear] == [6 * k + 0.5 if k != 5 else None for k in range(10)]
+    assert all(v["quality"] == "Good" for k, v in enumerate(linear) if k != 5)
+    # Before any sample there is no value: Bad_NoData.
+    r = await client.get(
+        url,
+        params={"from": format_ns(START - 120 * S), "to": format_ns(START), "interval": "1m"},
+        headers=auth,
+    )
+    assert [v["quality"] for v in r.json()["values"]] == ["Bad_NoData", "Bad_NoData"]
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"interval": "0s"}, "interval"),
+        ({"interval": "soon"}, "interval"),
+        ({"interval": "1ms", "from": "-1d"}, "interval"),
+        ({"interval": "1m", "method": "cubic"}, "method"),
+        ({"interval": "1m", "from": "now", "to": "-1m"}, "from"),
+        ({}, "interval"),
+    ],
+)
+async def test_interpolated_bad_parameters(
+    client: httpx.AsyncClient, auth: dict[str, str], params: dict[str, str], name: str
+) -> None:
+    r = await client.get(f"/api/tags/{TEMPERATURE}/interpolated", params=params, headers=auth)
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert name in {p["name"] for p in r.json()["invalid_params"]}

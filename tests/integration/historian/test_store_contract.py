@@ -191,6 +191,18 @@ def test_raw_range_is_half_open_oldest_first(store: Store) -> None:
     assert len(store.raw(3, T0, T0 + 100 * S)) == 0
 
 
+def test_before_is_the_sample_in_force_within_the_lookback(store: Store) -> None:
+    store.write(series(1, T0, 10))
+    store.write(series(2, T0, 10, value0=50.0))
+    got = store.before(1, T0 + 5 * S, 60 * S)
+    assert got.ts.tolist() == [T0 + 4 * S] and got.value.tolist() == [4.0]
+    assert got.tag_id.tolist() == [1] and got.quality.dtype == np.uint32
+    assert store.before(1, T0 + 5 * S + 1, 60 * S).ts.tolist() == [T0 + 5 * S]
+    assert len(store.before(1, T0, 60 * S)) == 0  # nothing before the first sample
+    assert len(store.before(1, T0 + 30 * S, 10 * S)) == 0  # older than the lookback
+    assert len(store.before(3, T0 + 5 * S, 60 * S)) == 0
+
+
 def test_raw_limit_keeps_the_oldest(store: Store) -> None:
     store.write(series(1, T0, 100))
     got = store.raw(1, T0, T0 + 100 * S, limit=7)

@@ -81,6 +81,15 @@ def test_demo_end_to_end_stop_and_resume(tmp_path: Path) -> None:
         assert q.returncode == 0, q.stderr
         rows = json.loads(q.stdout)
         assert len(rows) >= 3 and {"timestamp", "value", "quality"} <= set(rows[0])
+        q = subprocess.run(
+            [sys.executable, "-m", "isthmus", "query", probe, "--since", "10s", "--interval",
+             "500ms", "--json", "--data-dir", str(data)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert q.returncode == 0, q.stderr
+        points = json.loads(q.stdout)
+        # The demo has run for seconds: the newest instants follow its first samples.
+        assert len(points) == 20 and points[-1]["quality"] == "Good"
 
         # A live-stream client stays connected through the shutdown.
         ws_url = demo.url.replace("http://", "ws://") + "/api/stream"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query
@@ -15,6 +15,7 @@ from isthmus.api.schemas import (
     Bucket,
     BucketedSamples,
     HierarchyNode,
+    InterpolatedSamples,
     LastValue,
     LastValues,
     RawSamples,
@@ -22,7 +23,9 @@ from isthmus.api.schemas import (
     TagOut,
     finite,
 )
+from isthmus.historian.queries import extended_buckets, interpolated
 from isthmus.model.batch import Batch
+from isthmus.model.config import DataType
 from isthmus.model.durations import format_ns, parse_duration_ns, parse_time_ns
 from isthmus.model.quality import quality_name
 from isthmus.model.values import typed_value
@@ -183,6 +186,10 @@ async def samples(
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="most raw samples returned (oldest first)")
     ] = 10_000,
+    extended: Annotated[
+        bool,
+        Query(description="with bucket: add time-weighted average and standard deviation"),
+    ] = False,
 ) -> RawSamples | BucketedSamples:
     entry = _entry(ctx.catalog, path)
     now = ctx.clock.now_ns()
@@ -201,6 +208,37 @@ async def samples(
         if (end - start) // width > MAX_BUCKETS:
             raise bad_param(
                 "bucket", f"{bucket!r} makes more than {MAX_BUCKETS} buckets; use a wider one"
+            )
+        if extended:
+            try:
+                ext = await asyncio.to_thread(
+                    extended_buckets, ctx.store, entry.tag_id, start, end, width
+                )
+            except ValueError as exc:
+                raise bad_param("from", str(exc)) from None
+            extended_rows = [
+                Bucket(
+                    timestamp=format_ns(ts),
+                    avg=finite(avg),
+                    min=finite(lo),
+                    max=finite(hi),
+                    count=count,
+                    twa=finite(twa),
+                    stddev=finite(sd),
+                )
+                for ts, avg, lo, hi, count, twa, sd in zip(
+                    ext.bucket_ns.tolist(),
+                    ext.avg.tolist(),
+                    ext.min.tolist(),
+                    ext.max.tolist(),
+                    ext.count.tolist(),
+                    ext.twa.tolist(),
+                    ext.stddev.tolist(),
+                    strict=True,
+                )
+            ]
+            return BucketedSamples(
+                path=entry.path, unit=unit, bucket=bucket.strip(), buckets=extended_rows
             )
         agg = await asyncio.to_thread(ctx.store.buckets, entry.tag_id, start, end, width)
         buckets = [
@@ -234,3 +272,55 @@ async def samples(
         )
     ]
     return RawSamples(path=entry.path, unit=unit, samples=rows)
+
+
+@router.get(
+    "/tags/{path:path}/interpolated",
+    summary="Values of one tag at fixed intervals: the value in force, or linear",
+    responses={**_NOT_FOUND, **_BAD_PARAM},
+)
+async def interpolated_values(
+    path: str,
+    ctx: Ctx,
+    interval: Annotated[str, Query(description="spacing of the instants, e.g. 1m")],
+    from_: Annotated[
+        str, Query(alias="from", description="ISO 8601 or relative (-10m, now)")
+    ] = "-15m",
+    to: Annotated[str, Query(description="ISO 8601 or relative (-10m, now)")] = "now",
+    method: Annotated[
+        Literal["previous", "linear"],
+        Query(description="previous: the value in force; linear: between the samples around"),
+    ] = "previous",
+) -> InterpolatedSamples:
+    entry = _entry(ctx.catalog, path)
+    now = ctx.clock.now_ns()
+    start = _time_param("from", from_, now)
+    end = _time_param("to", to, now)
+    if start >= end:
+        raise bad_param("from", f"must be before 'to' ({format_ns(start)} >= {format_ns(end)})")
+    try:
+        step = parse_duration_ns(interval)
+    except ValueError as exc:
+        raise bad_param("interval", str(exc)) from None
+    if step <= 0:
+        raise bad_param("interval", "must be longer than zero")
+    if (end - start) // step > MAX_LIMIT:
+        raise bad_param("interval", f"makes more than {MAX_LIMIT} values; use a wider one")
+    try:
+        at, values, quality = await asyncio.to_thread(
+            interpolated, ctx.store, entry.tag_id, start, end, step, method
+        )
+    except ValueError as exc:
+        raise bad_param("from", str(exc)) from None
+    data_type = entry.config.value_type if method == "previous" else DataType.FLOAT64
+    rows = [
+        Sample(timestamp=format_ns(t), value=typed_value(v, data_type), quality=quality_name(q))
+        for t, v, q in zip(at.tolist(), values.tolist(), quality.tolist(), strict=True)
+    ]
+    return InterpolatedSamples(
+        path=entry.path,
+        unit=entry.config.unit,
+        interval=interval.strip(),
+        method=method,
+        values=rows,
+    )

@@ -98,6 +98,12 @@ SET ts = excluded.ts, value = excluded.value, quality = excluded.quality
 WHERE excluded.ts > last_value.ts
 """
 
+_BEFORE = """
+SELECT tag_id, ts, value, quality FROM samples
+WHERE tag_id = $tag AND ts >= $start AND ts < $end
+ORDER BY ts DESC LIMIT 1
+"""
+
 _RAW = """
 SELECT tag_id, ts, value, quality FROM samples
 WHERE tag_id = $tag AND ts >= $start AND ts < $end
@@ -335,6 +341,10 @@ class DuckDBStore:
             return Batch.empty()
         params = {"tag": tag_id, "start": start_ns, "end": end_ns, "limit": limit}
         return self._batch(self._reader().execute(_RAW, params).fetchnumpy())
+
+    def before(self, tag_id: int, ts_ns: int, lookback_ns: int) -> Batch:
+        params = {"tag": tag_id, "start": ts_ns - lookback_ns, "end": ts_ns}
+        return self._batch(self._reader().execute(_BEFORE, params).fetchnumpy())
 
     def last(self, tag_ids: Sequence[int]) -> Batch:
         if not tag_ids:

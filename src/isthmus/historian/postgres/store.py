@@ -274,6 +274,14 @@ SET ts = excluded.ts, value = excluded.value, quality = excluded.quality
 WHERE excluded.ts > last_value.ts
 """
 
+_BEFORE = """
+COPY (
+    SELECT ts, value, tag_id, quality FROM samples
+    WHERE tag_id = {tag} AND ts >= {start} AND ts < {end}
+    ORDER BY ts DESC LIMIT 1
+) TO STDOUT (FORMAT BINARY)
+"""
+
 _RAW = """
 COPY (
     SELECT ts, value, tag_id, quality FROM samples
@@ -701,6 +709,17 @@ class PostgresStore:
             start=sql.Literal(int(start_ns)),
             end=sql.Literal(int(end_ns)),
             limit=sql.Literal(int(limit)),
+        )
+        rec = self._copy_out(query, _SAMPLE_ROW)
+        return Batch.of(
+            rec["tag_id"], rec["ts"], rec["value"], rec["quality"].astype(np.int32).view(np.uint32)
+        )
+
+    def before(self, tag_id: int, ts_ns: int, lookback_ns: int) -> Batch:
+        query = sql.SQL(_BEFORE).format(
+            tag=sql.Literal(int(tag_id)),
+            start=sql.Literal(int(ts_ns - lookback_ns)),
+            end=sql.Literal(int(ts_ns)),
         )
         rec = self._copy_out(query, _SAMPLE_ROW)
         return Batch.of(

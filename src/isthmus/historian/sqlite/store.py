@@ -215,6 +215,15 @@ class SQLiteStore:
             ).fetchall()
         return _to_batch(rows)
 
+    def before(self, tag_id: int, ts_ns: int, lookback_ns: int) -> Batch:
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT tag_id, ts, value, quality FROM samples "
+                "WHERE tag_id = ? AND ts >= ? AND ts < ? ORDER BY ts DESC LIMIT 1",
+                (tag_id, ts_ns - lookback_ns, ts_ns),
+            ).fetchall()
+        return _to_batch(rows)
+
     def last(self, tag_ids: Sequence[int]) -> Batch:
         rows = []
         with self._read() as con:
