@@ -318,6 +318,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         until=args.until,
         bucket=args.bucket,
         limit=args.limit,
+        interval=args.interval,
+        method=args.method,
+        extended=args.extended,
     )
     if args.json:
         out.print_json(json.dumps(rows)) if sys.stdout.isatty() else print(json.dumps(rows))
@@ -540,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--until", default="now")
     query.add_argument("--bucket", default=None, help="aggregate per bucket, e.g. 1m")
     query.add_argument("--limit", type=int, default=10_000)
+    query.add_argument(
+        "--extended", action="store_true", help="with --bucket: time-weighted avg and stddev"
+    )
+    query.add_argument("--interval", default=None, help="values at fixed instants, e.g. 1m")
+    query.add_argument(
+        "--method", choices=("previous", "linear"), default="previous", help="with --interval"
+    )
     query.add_argument("--json", action="store_true", help="print JSON")
     query.add_argument("--config", default=None, help="plant config (default: the demo plant)")
     query.add_argument("--data-dir", default=".isthmus")

@@ -114,3 +114,42 @@ def test_export_through_the_cli(tmp_path: Path) -> None:
     bad = isthmus("export", str(tmp_path / "x"), "--from", "banana", "--data-dir",
                   str(tmp_path / "d"))  # fmt: skip
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+
+def test_query_interpolated_and_extended_from_the_store(tmp_path: Path) -> None:
+    """`isthmus query` with --interval and --bucket --extended on a stopped system."""
+    import json
+
+    import numpy as np
+
+    from isthmus.app import full_path
+    from isthmus.cli import load_config
+    from isthmus.historian.base import TagMeta
+    from isthmus.historian.duckdb.store import DuckDBStore
+    from isthmus.model.batch import Batch
+
+    plant, sources, _ = load_config(None)
+    tag = sources[0].tags[0]
+    path = full_path(plant, tag)
+    store = DuckDBStore(plant.storage, tmp_path / "d")
+    store.open()
+    tag_id = store.register_tags([TagMeta(path, tag.data_type.value, tag.unit)])[path]
+    minute = 60 * 10**9
+    t0 = (__import__("time").time_ns() // minute - 5) * minute  # five whole minutes ago
+    store.write(Batch.of(np.full(4, tag_id), t0 + np.arange(4) * minute, [0, 10, 20, 30], 0))
+    store.close()
+    start = __import__("isthmus.model.durations", fromlist=["x"]).format_ns(t0)
+
+    r = isthmus("query", path, "--since", start, "--interval", "30s", "--method", "linear",
+                "--json", "--data-dir", str(tmp_path / "d"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    values = [row["value"] for row in json.loads(r.stdout)][:6]
+    assert values == [0.0, 5.0, 10.0, 15.0, 20.0, 25.0]
+    r = isthmus("query", path, "--since", start, "--bucket", "2m", "--extended", "--json",
+                "--data-dir", str(tmp_path / "d"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)[0]
+    assert first["count"] == 2 and first["twa"] == 5.0 and first["stddev"] == 5.0
+    r = isthmus("query", path, "--interval", "1m", "--bucket", "1m", "--data-dir",
+                str(tmp_path / "d"))  # fmt: skip
+    assert r.returncode == 1 and "exclude each other" in r.stderr
