@@ -11,9 +11,10 @@ def default_connectors() -> Registry[ConnectorSpec]:
     from isthmus.connectors.modbus import spec as modbus_spec
     from isthmus.connectors.mqtt import spec as mqtt_spec
     from isthmus.connectors.opcua import spec as opcua_spec
+    from isthmus.connectors.s7 import spec as s7_spec
 
     registry: Registry[ConnectorSpec] = Registry("source type")
-    for spec in (opcua_spec(), modbus_spec(), mqtt_spec()):
+    for spec in (opcua_spec(), modbus_spec(), mqtt_spec(), s7_spec()):
         registry.register(spec.name, spec)
     return registry
 

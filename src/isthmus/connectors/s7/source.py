@@ -1,0 +1,513 @@
+"""Siemens S7 source (python-snap7): polls one compiled read plan per poll group at a
+fixed rate, one batch per group cycle; writes tags with read-back.
+
+python-snap7's :class:`snap7.Client` is blocking: every call runs in this source's own
+single worker thread (one client per source, calls serialised), so the event loop never
+blocks.  Cancelling :meth:`S7Source.run` returns at once: the socket is shut down, which
+ends a call still waiting in the worker.
+
+Reads go out as S7 "read var" requests carrying several items each (packed to the
+negotiated PDU by :mod:`.decode`); each item's return code is checked separately, so a
+missing DB only makes its own tags Bad.  Qualities produced:
+
+* Good — the block holding the tag was read and decoded;
+* ``BAD_CONFIGURATION_ERROR`` — the PLC refused the item as wrong: object does not exist
+  (DB missing), address out of range, access denied (PUT/GET off), type not supported;
+* ``BAD_DEVICE_FAILURE`` — hardware fault or another item error, or a header error;
+* ``BAD_DECODING_ERROR`` — a malformed or short answer;
+* ``BAD_COMMUNICATION_ERROR`` — unreachable / connection lost / timeout (via :class:`Link`:
+  once per outage, then reconnects with capped backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from snap7 import Area as Snap7Area
+from snap7 import Client, WordLen
+from snap7.error import (
+    S7ConnectionError,
+    S7Error,
+    S7PacketLostError,
+    S7ProtocolError,
+    S7StalePacketError,
+    S7TimeoutError,
+)
+
+from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
+from isthmus.connectors.s7.config import (
+    AREA_CODE,
+    CONNECTION_CODE,
+    MIN_PDU,
+    Area,
+    BitWrite,
+    S7Address,
+    S7SourceConfig,
+    S7TagConfig,
+    Size,
+)
+from isthmus.connectors.s7.decode import (
+    ReadPlan,
+    ReadRequest,
+    decode_value,
+    encode_value,
+    plans_for,
+)
+from isthmus.connectors.s7.errors import WriteFailed, WriteNotConfirmed, WriteRefused
+from isthmus.model.batch import Batch
+from isthmus.model.config import DataType
+from isthmus.model.quality import Quality
+from isthmus.pipeline.metrics import BurstLog
+
+T = TypeVar("T")
+
+ITEM_RETURN_CODES = {
+    0x01: "hardware fault",
+    0x03: "access denied (PUT/GET access off, or protection level)",
+    0x05: "address out of range",
+    0x06: "data type not supported",
+    0x07: "data type inconsistent",
+    0x0A: "object does not exist",
+}
+_CONFIG_CODES = frozenset({0x03, 0x05, 0x06, 0x07, 0x0A})
+_OK = 0xFF
+_INT_RANGE: dict[tuple[Size, DataType], tuple[int, int]] = {
+    (Size.B, DataType.UINT16): (0, 0xFF),
+    (Size.B, DataType.INT16): (-0x80, 0x7F),
+    (Size.W, DataType.INT16): (-0x8000, 0x7FFF),
+    (Size.W, DataType.UINT16): (0, 0xFFFF),
+    (Size.D, DataType.INT32): (-(2**31), 2**31 - 1),
+    (Size.D, DataType.UINT32): (0, 2**32 - 1),
+    (Size.L, DataType.INT64): (-(2**63), 2**63 - 1),
+    (Size.L, DataType.UINT64): (0, 2**64 - 1),
+}
+
+
+def item_text(code: int) -> str:
+    name = ITEM_RETURN_CODES.get(code)
+    return f"return code 0x{code:02X} ({name})" if name else f"return code 0x{code:02X}"
+
+
+def item_quality(code: int) -> Quality:
+    """The quality of a block's tags when the PLC answers its item with ``code``."""
+    return Quality.BAD_CONFIGURATION_ERROR if code in _CONFIG_CODES else Quality.BAD_DEVICE_FAILURE
+
+
+def parse_items(raw: bytes, count: int) -> list[bytes | int]:
+    """Split the data section of a read-var response into ``count`` items: the data of
+    each item (bytes), or its return code (int) when not successful.  Raises
+    ``ValueError`` if the section is malformed."""
+    items: list[bytes | int] = []
+    offset = 0
+    for i in range(count):
+        if offset + 4 > len(raw):
+            raise ValueError(f"response truncated at item {i}")
+        code, transport, length = struct.unpack_from(">BBH", raw, offset)
+        offset += 4
+        if code != _OK:
+            items.append(code)
+            continue
+        # BIT, BYTE/WORD/DWORD and INTEGER give the length in bits; others in bytes.
+        size = (length + 7) // 8 if transport in (0x03, 0x04, 0x05) else length
+        if offset + size > len(raw):
+            raise ValueError(f"item {i} truncated")
+        items.append(bytes(raw[offset : offset + size]))
+        offset += size + (size % 2 if i < count - 1 else 0)
+    return items
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PollGroup:
+    name: str | None
+    interval: float
+    plan: ReadPlan
+
+    @property
+    def label(self) -> str:
+        return self.name or "default"
+
+
+class S7Source:
+    """Polls one S7 PLC (one connection) and emits a batch per poll group cycle."""
+
+    def __init__(
+        self, config: S7SourceConfig, tags: Sequence[BoundTag[S7TagConfig]], ctx: SourceContext
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.ctx = ctx
+        self._tags = list(tags)
+        self.pdu = MIN_PDU
+        """The PDU size the plans are packed for: the one the PLC granted once connected."""
+        self.groups = self._groups(self.pdu)
+        self._tag_ids = (
+            np.concatenate([g.plan.tag_ids for g in self.groups])
+            if self.groups
+            else np.empty(0, dtype=np.int32)
+        )
+        self._by_key: dict[str | int, BoundTag[S7TagConfig]] = {}
+        for tag in tags:
+            self._by_key[tag.tag_id] = tag
+            self._by_key[tag.uns_path] = tag
+            self._by_key[tag.config.path] = tag
+        self._client: Client | None = None
+        self._executor = self._new_executor()
+        self._link = Link("s7", self.name, config.target, self._tag_ids, ctx)
+        self._burst = BurstLog(ctx.log)
+        prefix = f"source.{self.name}"
+        self._m_requests = f"{prefix}.requests"
+        self._m_values = f"{prefix}.values"
+        self._m_errors = f"{prefix}.errors"
+        self._m_overruns = f"{prefix}.overruns"
+        self._m_cycle = f"{prefix}.cycle_seconds"
+        self._m_writes = f"{prefix}.writes"
+        self._m_write_errors = f"{prefix}.write_errors"
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"s7-{self.name}")
+
+    def _groups(self, pdu: int) -> tuple[PollGroup, ...]:
+        return tuple(
+            PollGroup(group, self.config.group_interval(group), plan)
+            for group, plan in plans_for(self.config, self._tags, pdu).items()
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking snap7 call in this source's worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll until cancelled; reconnects with capped backoff; never raises otherwise."""
+        backoff = Backoff(
+            initial=min(0.5, self.config.reconnect_max), cap=self.config.reconnect_max
+        )
+        old, self._executor = self._executor, self._new_executor()  # fresh for each run
+        old.shutdown(wait=False)
+        try:
+            while True:
+                try:
+                    client = Client()
+                    self._client = client
+                    await self._call(self._connect_sync, client)
+                    self._link.up()
+                    backoff.reset()
+                    pdu = max(64, min(int(client.pdu_length), self.config.max_pdu))
+                    if pdu != self.pdu:
+                        self.pdu = pdu
+                        self.groups = self._groups(pdu)
+                    await self._poll_loop()
+                except _ConnectionLost as exc:
+                    await self._link.down(str(exc))
+                except (S7Error, OSError) as exc:
+                    await self._link.down(f"{type(exc).__name__}: {exc}")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug must not kill the source: log and retry
+                    self.ctx.log.exception("s7 source %s: unexpected error", self.name)
+                    await self._link.down(f"unexpected {type(exc).__name__}: {exc}")
+                self._close_client()
+                await asyncio.sleep(backoff.next_delay())
+        finally:
+            self._close_client()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _connect_sync(self, client: Client) -> None:
+        cfg = self.config
+        client.set_connection_type(CONNECTION_CODE[cfg.connection_type])
+        client.pdu_length = cfg.max_pdu
+        if cfg.local_tsap is not None and cfg.remote_tsap is not None:
+            client.set_connection_params(cfg.host, cfg.local_tsap, cfg.remote_tsap)
+            client._connect(cfg.host, cfg.rack, cfg.slot, cfg.port)  # keeps the given TSAPs
+        else:
+            client.connect(cfg.host, cfg.rack, cfg.slot, cfg.port)
+        conn = client.connection
+        if conn is not None and conn.socket is not None:
+            conn.timeout = cfg.timeout
+            conn.socket.settimeout(cfg.timeout)
+
+    def _close_client(self) -> None:
+        """Drop the connection without blocking: shutting the socket down ends a call
+        still waiting in the worker; the worker then closes the client."""
+        client, self._client = self._client, None
+        self._link.connected = False
+        if client is None:
+            return
+        conn = client.connection
+        sock = conn.socket if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(RuntimeError):  # executor already shut down
+            self._executor.submit(_quiet_disconnect, client)
+
+    # -- polling ------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        groups = [g for g in self.groups if g.plan.requests]
+        if not groups:
+            await asyncio.Event().wait()
+        if len(groups) == 1:
+            await self._poll_group(groups[0])
+            return
+        tasks = [asyncio.create_task(self._poll_group(g)) for g in groups]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _poll_group(self, group: PollGroup) -> None:
+        loop = asyncio.get_running_loop()
+        interval = group.interval
+        m_cycle = self._m_cycle if group.name is None else f"{self._m_cycle}.{group.name}"
+        next_at = loop.time()
+        while True:
+            started = loop.time()
+            await self.poll_once(group)
+            now = loop.time()
+            self.ctx.metrics.set(m_cycle, now - started)
+            if interval <= 0:
+                await asyncio.sleep(0)
+                continue
+            next_at += interval
+            if next_at < now:
+                missed = int((now - next_at) // interval) + 1
+                next_at += missed * interval
+                self.ctx.metrics.inc(self._m_overruns, missed)
+            await asyncio.sleep(next_at - now)
+
+    async def poll_once(self, group: PollGroup) -> None:
+        """Read every request of ``group`` once and emit one batch (raises _ConnectionLost)."""
+        plan = group.plan
+        n = len(plan)
+        values = np.empty(n, dtype=np.float64)
+        quality = np.empty(n, dtype=np.uint32)
+        good = 0
+        errors = 0
+        for request in plan.requests:
+            client = self._client
+            if client is None or not self._link.connected:
+                raise _ConnectionLost("connection lost")
+            try:
+                items = await self._call(_read_request, client, request)
+            except (
+                S7ConnectionError,
+                S7TimeoutError,
+                S7PacketLostError,  # answers out of step: start over on a new connection
+                S7StalePacketError,
+                OSError,
+            ) as exc:
+                raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from None
+            except (S7ProtocolError, ValueError) as exc:
+                header = getattr(exc, "error_code", None)
+                code = Quality.BAD_DEVICE_FAILURE if header else Quality.BAD_DECODING_ERROR
+                for block in request.blocks:
+                    errors += 1
+                    block.fail_into(quality, values, code)
+                self._burst.warning(
+                    f"request:{request.blocks[0].label}",
+                    "s7 source %s: request for %s refused or malformed: %s",
+                    self.name,
+                    ", ".join(b.label for b in request.blocks),
+                    exc,
+                )
+                continue
+            for block, item in zip(request.blocks, items, strict=True):
+                if isinstance(item, int):
+                    errors += 1
+                    block.fail_into(quality, values, item_quality(item))
+                    hint = " (is PUT/GET access enabled?)" if item == 0x03 else ""
+                    self._burst.warning(
+                        f"item:{block.label}:{item}",
+                        "s7 source %s: PLC refused %s: %s%s",
+                        self.name,
+                        block.label,
+                        item_text(item),
+                        hint,
+                    )
+                    continue
+                got = block.decode_into(item, values, quality)
+                good += got
+                if got < len(block):
+                    errors += 1
+                    self._burst.warning(
+                        f"decode:{block.label}",
+                        "s7 source %s: short answer for %s (%d bytes)",
+                        self.name,
+                        block.label,
+                        len(item),
+                    )
+        metrics = self.ctx.metrics
+        metrics.inc(self._m_requests, len(plan.requests))
+        metrics.inc(self._m_values, good)
+        if errors:
+            metrics.inc(self._m_errors, errors)
+        ts = self.ctx.clock.now_ns()
+        await self.ctx.emit(
+            Batch(plan.tag_ids.copy(), np.full(n, ts, dtype=np.int64), values, quality)
+        )
+
+    # -- writes -------------------------------------------------------------------------
+
+    def tag(self, key: str | int) -> BoundTag[S7TagConfig]:
+        bound = self._by_key.get(key)
+        if bound is None:
+            raise WriteRefused(f"s7 source {self.name}: no tag {key!r}")
+        return bound
+
+    async def write(self, tag: str | int, value: float | int | bool) -> None:
+        """Write the engineering ``value`` to a tag (id, UNS path or tag map path), then
+        read it back when ``verify_writes`` is on.
+
+        Bits are written with the S7 BIT transport size (atomic in the PLC) unless
+        ``bit_writes: byte``, which reads the byte, changes the bit and writes the byte
+        back (another bit of that byte changed by the PLC in between would be lost).
+
+        Raises :class:`WriteRefused`, :class:`WriteFailed` or :class:`WriteNotConfirmed`.
+        """
+        bound = self.tag(tag)
+        cfg = bound.config
+        addr = cfg.parsed
+        if not cfg.writable:
+            raise WriteRefused(f"{cfg.path}: not writable (set writable: true)")
+        if addr.area is Area.I:
+            raise WriteRefused(f"{cfg.path}: {addr} is an input and cannot be written")
+        payload = raw_payload(cfg, addr, value)
+        client = self._client
+        if client is None or not self._link.connected:
+            self.ctx.metrics.inc(self._m_write_errors)
+            raise WriteFailed(f"{cfg.path}: s7 source {self.name} is not connected")
+        try:
+            await self._call(_write_sync, client, addr, payload, self.config.bit_writes)
+            read_back = (
+                await self._call(_read_sync, client, addr) if self.config.verify_writes else None
+            )
+        except S7ProtocolError as exc:
+            self.ctx.metrics.inc(self._m_write_errors)
+            raise WriteFailed(
+                f"{cfg.path}: the PLC refused the write of {addr}: {exc}",
+                getattr(exc, "error_code", None),
+            ) from None
+        except (S7Error, OSError) as exc:
+            self.ctx.metrics.inc(self._m_write_errors)
+            raise WriteFailed(f"{cfg.path}: write of {addr} failed: {exc}") from None
+        self.ctx.metrics.inc(self._m_writes)
+        self.ctx.log.info("s7 source %s: wrote %s = %r (%s)", self.name, cfg.path, value, addr)
+        if read_back is None:
+            return
+        expected = payload if addr.size is not Size.X else bytes([payload[0] & 1])
+        got = (
+            read_back if addr.size is not Size.X else bytes([(read_back[0] >> (addr.bit or 0)) & 1])
+        )
+        if got != expected:
+            self.ctx.metrics.inc(self._m_write_errors)
+            engineering = _engineering(cfg, addr, got)
+            raise WriteNotConfirmed(
+                f"{cfg.path}: wrote {addr} but read back {engineering!r}", engineering
+            )
+
+
+def raw_payload(cfg: S7TagConfig, addr: S7Address, value: float | int | bool) -> bytes:
+    """The bytes to write for engineering ``value`` (inverse scale/offset, range check);
+    a bit gives one byte 0/1.  Raises :class:`WriteRefused`."""
+    if isinstance(value, bool) or addr.size is Size.X:
+        if addr.size is not Size.X:
+            raise WriteRefused(f"{cfg.path}: {addr} holds {cfg.data_type.value}, not a bool")
+        if isinstance(value, bool) or value in (0, 1):
+            return bytes([1 if value else 0])
+        raise WriteRefused(f"{cfg.path}: a bool takes true/false (0/1), not {value!r}")
+    raw: float | int
+    if isinstance(value, int) and cfg.scale == 1 and cfg.offset == 0:
+        raw = value  # exact, also for 64-bit integers beyond 2**53
+    else:
+        raw = (float(value) - cfg.offset) / cfg.scale if cfg.scale != 0 else math.nan
+    if not math.isfinite(raw) and cfg.data_type not in (DataType.FLOAT32, DataType.FLOAT64):
+        raise WriteRefused(f"{cfg.path}: {value!r} is not a finite number")
+    key = (addr.size, cfg.data_type)
+    if key in _INT_RANGE:
+        low, high = _INT_RANGE[key]
+        as_int = round(raw)
+        if not low <= as_int <= high:
+            raise WriteRefused(
+                f"{cfg.path}: {value!r} (raw {as_int}) is outside {cfg.data_type.value} "
+                f"at {addr} ({low}..{high})"
+            )
+        return encode_value(addr.size, cfg.data_type, as_int)
+    if (
+        cfg.data_type is DataType.FLOAT32
+        and math.isfinite(raw)
+        and abs(raw) > 3.4028234663852886e38
+    ):
+        raise WriteRefused(f"{cfg.path}: {value!r} does not fit a REAL")
+    return encode_value(addr.size, cfg.data_type, raw)
+
+
+def _engineering(cfg: S7TagConfig, addr: S7Address, data: bytes) -> float:
+    if addr.size is Size.X:
+        return float(data[0])
+    return decode_value(addr.size, cfg.data_type, data) * cfg.scale + cfg.offset
+
+
+def _snap7_area(area: Area) -> Snap7Area:
+    return Snap7Area(AREA_CODE[area])
+
+
+# -- blocking calls, run in the worker thread -------------------------------------------
+
+
+def _read_request(client: Client, request: ReadRequest) -> list[bytes | int]:
+    """One read-var exchange for all blocks of ``request``; per-item results."""
+    specs = [(b.area_code, b.db, b.byte, b.size) for b in request.blocks]
+    pdu = client.protocol.build_multi_read_request(specs)
+    response = client._send_receive(pdu)
+    params = response.get("parameters") or {}
+    if params.get("item_count") != len(specs):
+        raise ValueError(f"answer has {params.get('item_count')} items, asked {len(specs)}")
+    return parse_items(bytes(response.get("raw_data", b"")), len(specs))
+
+
+def _read_sync(client: Client, addr: S7Address) -> bytes:
+    return bytes(client.read_area(_snap7_area(addr.area), addr.db, addr.byte, addr.width))
+
+
+def _write_sync(client: Client, addr: S7Address, payload: bytes, bit_writes: BitWrite) -> None:
+    area = _snap7_area(addr.area)
+    if addr.size is not Size.X:
+        client.write_area(area, addr.db, addr.byte, bytearray(payload))
+        return
+    bit = addr.bit or 0
+    if bit_writes is BitWrite.BIT:
+        client.write_area(area, addr.db, addr.byte * 8 + bit, bytearray(payload), WordLen.Bit)
+        return
+    current = client.read_area(area, addr.db, addr.byte, 1)[0]
+    new = (current | (1 << bit)) if payload[0] else (current & ~(1 << bit) & 0xFF)
+    client.write_area(area, addr.db, addr.byte, bytearray([new]))
+
+
+def _quiet_disconnect(client: Client) -> None:
+    with contextlib.suppress(Exception):
+        client.disconnect()
