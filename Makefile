@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-NODE_PEERS := tests/interop/node/node_modules/.installed
+NODE_PEERS := tests/interop/node/node_modules/.installed \
+              tests/interop/node_sparkplug/node_modules/.installed
 
 .PHONY: demo test lint typecheck unit bench clean interop-peers
 
@@ -26,9 +27,9 @@ typecheck: $(STAMP)
 
 # npm peers for the interop tests, when npm is on this machine (CI installs it);
 # without it those tests skip locally and fail under CI=true.
-$(NODE_PEERS): tests/interop/node/package-lock.json
+tests/interop/%/node_modules/.installed: tests/interop/%/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
-	  cd tests/interop/node && npm ci --omit=optional --no-audit --no-fund --silent && touch node_modules/.installed; \
+	  cd tests/interop/$* && npm ci --omit=optional --no-audit --no-fund --silent && touch node_modules/.installed; \
 	else echo "npm not found: interop tests against npm peers will skip"; fi
 
 interop-peers: $(NODE_PEERS)

@@ -1,0 +1,400 @@
+"""Sparkplug B host application: a Source (``type: sparkplug``).
+
+Subscribes ``spBv1.0/<group>/#`` for each configured group, runs every message through
+the pure :class:`~isthmus.connectors.sparkplug.host_state.HostState` and turns its events
+into batches (one per received payload; a payload that mixes live and ``is_historical``
+metrics yields one live batch and one ``historical=True`` batch), NCMD rebirth requests
+and, for a primary host (``host_id``), the Sparkplug 3.0 STATE message.
+
+Qualities: Good (or the metric's ``Quality`` property); ``Bad`` for a null metric;
+``BAD_DECODING_ERROR`` for a value that does not fit its datatype; ``BAD_NO_COMMUNICATION``
+for the tags of an edge node or device after its NDEATH/DDEATH (once per death);
+``BAD_COMMUNICATION_ERROR`` while our broker is unreachable (once per outage, ``Link``).
+
+Metrics (``source.<name>.*``): ``messages``, ``values``, ``malformed`` (undecodable
+payloads), ``rejected`` (metrics whose value does not fit their datatype), ``unmapped``
+(birth metrics with no configured tag), ``non_numeric``, ``dropped``, ``rebirth_requests``,
+the :class:`HostState` counters (``gaps``, ``late``, ``reordered``, ``before_birth``,
+``unknown_alias``, ``alias_collisions``, ``stale_deaths``, ``births``, ``deaths``...),
+``errors``, ``reconnects``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import aiomqtt
+import numpy as np
+
+from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
+from isthmus.connectors.mqtt.client import SetupError, make_client
+from isthmus.connectors.sparkplug.codec import (
+    BOOLEAN,
+    REBIRTH_METRIC,
+    DecodeError,
+    OutMetric,
+    decode,
+    encode,
+    parse_topic,
+    state_topic,
+    topic,
+)
+from isthmus.connectors.sparkplug.config import SparkplugSourceConfig, SparkplugTagConfig
+from isthmus.connectors.sparkplug.host_state import Death, Event, HostState, Rebirth, Update
+from isthmus.model.batch import Batch
+from isthmus.model.quality import Quality
+from isthmus.pipeline.metrics import BurstLog
+
+TICK = 0.25
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+DeviceKey = tuple[str, str, str | None]
+
+
+def sanitise(text: str) -> str:
+    """One path segment from a Sparkplug id or metric name: ``/`` becomes ``.``, any
+    other character outside ``A-Za-z0-9_.-`` becomes ``_``, leading ``_ . -`` go."""
+    return _UNSAFE.sub("_", text.replace("/", ".")).lstrip("_.-")
+
+
+def tag_path(template: str, group: str, node: str, device: str, metric: str) -> str | None:
+    """The tag path a metric maps onto, or None if a part sanitises to nothing."""
+    parts = device.split(":")
+    values = {
+        "group": sanitise(group),
+        "node": sanitise(node),
+        "device": sanitise(device),
+        "metric": sanitise(metric),
+        "device_path": "/".join(sanitise(p) for p in parts) if len(parts) == 4 else "",
+    }
+    if "{device_path}" not in template:
+        values.pop("device_path")
+    if not all(values.values()):
+        return None
+    return template.format(**values)
+
+
+def state_payload(online: bool, timestamp_ms: int) -> bytes:
+    return json.dumps({"online": online, "timestamp": timestamp_ms}).encode()
+
+
+def rebirth_payload(timestamp_ms: int) -> bytes:
+    return encode(
+        [OutMetric(REBIRTH_METRIC, None, BOOLEAN, True)], seq=None, timestamp_ms=timestamp_ms
+    )
+
+
+class SparkplugHost:
+    def __init__(
+        self,
+        config: SparkplugSourceConfig,
+        tags: Sequence[BoundTag[SparkplugTagConfig]],
+        ctx: SourceContext,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self._ctx = ctx
+        self._by_path = {t.config.path: t.tag_id for t in tags}
+        self.state = HostState(
+            config.reorder_window, config.reorder_timeout, config.rebirth_min_interval
+        )
+        self._resolved: dict[tuple[str, str, str | None, str], int | None] = {}
+        self._device_tags: dict[DeviceKey, set[int]] = defaultdict(set)
+        self._burst = BurstLog(ctx.log)
+        ids = np.array([t.tag_id for t in tags], dtype=np.int32)
+        self._link = Link("Sparkplug", config.name, f"{config.host}:{config.port}", ids, ctx)
+        self._counted: dict[str, int] = {}
+        self._m = f"source.{config.name}."
+        self._state_ts = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    # ------------------------------------------------------------------ mapping
+
+    def _tag_id(self, group: str, node: str, device: str | None, metric: str) -> int | None:
+        key = (group, node, device, metric)
+        if key in self._resolved:
+            return self._resolved[key]
+        dev = device if device is not None else self.config.node_device
+        path = tag_path(self.config.tag_template, group, node, dev, metric)
+        tag_id = self._by_path.get(path) if path is not None else None
+        if len(self._resolved) > 100_000:
+            self._resolved.clear()
+        self._resolved[key] = tag_id
+        return tag_id
+
+    def _batches(self, update: Update, now_ns: int) -> list[Batch]:
+        metrics = self._ctx.metrics
+        rows: dict[bool, tuple[list[int], list[int], list[float], list[int]]] = {}
+        unmapped: list[str] = []
+        default_ts = now_ns
+        use_source = self.config.timestamps == "source"
+        if use_source and update.timestamp_ms is not None:
+            default_ts = update.timestamp_ms * 1_000_000
+        for name, metric in update.metrics:
+            tag_id = self._tag_id(update.group, update.node, update.device, name)
+            if tag_id is None:
+                if update.birth:
+                    unmapped.append(name)
+                continue
+            if update.birth:
+                self._device_tags[(update.group, update.node, update.device)].add(tag_id)
+            if not metric.numeric:
+                metrics.inc(self._m + "non_numeric")
+                continue
+            if metric.error is not None:
+                metrics.inc(self._m + "rejected")
+                self._burst.warning("rejected", "Sparkplug source %s: %s", self.name, metric.error)
+                quality = int(Quality.BAD_DECODING_ERROR)
+                value = math.nan
+            elif metric.is_null:
+                quality = metric.quality if metric.quality is not None else int(Quality.BAD)
+                value = math.nan
+            else:
+                quality = metric.quality if metric.quality is not None else int(Quality.GOOD)
+                value = metric.value
+            ts = default_ts
+            if use_source and metric.timestamp_ms is not None:
+                ts = metric.timestamp_ms * 1_000_000
+            cols = rows.setdefault(metric.is_historical, ([], [], [], []))
+            cols[0].append(tag_id)
+            cols[1].append(ts)
+            cols[2].append(value)
+            cols[3].append(quality)
+        if unmapped:
+            metrics.inc(self._m + "unmapped", len(unmapped))
+            self._burst.warning(
+                f"unmapped:{update.group}/{update.node}/{update.device}",
+                "Sparkplug source %s: %d metric(s) of %s/%s/%s have no configured tag "
+                "(e.g. %r → %s)",
+                self.name,
+                len(unmapped),
+                update.group,
+                update.node,
+                update.device or "-",
+                unmapped[0],
+                tag_path(
+                    self.config.tag_template,
+                    update.group,
+                    update.node,
+                    update.device or self.config.node_device,
+                    unmapped[0],
+                ),
+            )
+        out = []
+        for historical in (False, True):
+            if historical in rows:
+                ids, ts_col, values, qualities = rows[historical]
+                out.append(
+                    Batch(
+                        np.array(ids, dtype=np.int32),
+                        np.array(ts_col, dtype=np.int64),
+                        np.array(values, dtype=np.float64),
+                        np.array(qualities, dtype=np.uint32),
+                        historical,
+                    )
+                )
+        return out
+
+    def _death_batch(self, death: Death, now_ns: int) -> Batch | None:
+        ids: set[int] = set()
+        for (group, node, device), tag_ids in self._device_tags.items():
+            if (group, node) == (death.group, death.node) and (
+                death.device is None or device == death.device
+            ):
+                ids |= tag_ids
+        if not ids:
+            return None
+        n = len(ids)
+        return Batch(
+            np.array(sorted(ids), dtype=np.int32),
+            np.full(n, now_ns, dtype=np.int64),
+            np.full(n, np.nan, dtype=np.float64),
+            np.full(n, Quality.BAD_NO_COMMUNICATION, dtype=np.uint32),
+        )
+
+    def _sync_counts(self) -> None:
+        for key, value in self.state.counts.items():
+            delta = value - self._counted.get(key, 0)
+            if delta:
+                self._ctx.metrics.inc(self._m + key, delta)
+                self._counted[key] = value
+
+    def events_to_output(self, events: list[Event]) -> tuple[list[Batch], list[Rebirth]]:
+        now_ns = self._ctx.clock.now_ns()
+        batches: list[Batch] = []
+        rebirths: list[Rebirth] = []
+        for event in events:
+            if isinstance(event, Update):
+                batches.extend(self._batches(event, now_ns))
+            elif isinstance(event, Death):
+                batch = self._death_batch(event, now_ns)
+                if batch is not None:
+                    batches.append(batch)
+            else:
+                rebirths.append(event)
+        self._sync_counts()
+        return batches, rebirths
+
+    def handle(
+        self, topic_name: str, payload: bytes, now: float | None = None
+    ) -> tuple[list[Batch], list[Rebirth]]:
+        """Decode one message; the batches to emit and the rebirths to request
+        (public for tests and benchmarks)."""
+        self._ctx.metrics.inc(self._m + "messages")
+        parsed = parse_topic(topic_name)
+        if parsed is None:
+            return [], []
+        try:
+            decoded = decode(payload)
+        except DecodeError as exc:
+            self._ctx.metrics.inc(self._m + "malformed")
+            self._burst.warning(
+                "malformed", "Sparkplug source %s: %s on %s", self.name, exc, topic_name
+            )
+            return [], []
+        mono = time.monotonic() if now is None else now
+        return self.events_to_output(self.state.receive(parsed, decoded, mono))
+
+    # ------------------------------------------------------------------ I/O
+
+    async def _emit(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            self._ctx.metrics.inc(self._m + "values", len(batch))
+            await self._ctx.emit(batch)
+
+    async def _request(self, client: aiomqtt.Client, rebirths: list[Rebirth]) -> None:
+        if not self.config.send_rebirth:
+            return
+        for req in rebirths:
+            self._ctx.metrics.inc(self._m + "rebirth_requests")
+            self._burst.warning(
+                f"rebirth:{req.group}/{req.node}",
+                "Sparkplug source %s: requesting a rebirth of %s/%s (%s)",
+                self.name,
+                req.group,
+                req.node,
+                req.reason,
+            )
+            now_ms = self._ctx.clock.now_ns() // 1_000_000
+            await client.publish(topic(req.group, "NCMD", req.node), rebirth_payload(now_ms), qos=0)
+
+    async def _ticker(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            batches, rebirths = self.events_to_output(self.state.tick(time.monotonic()))
+            await self._emit(batches)
+            await self._request(client, rebirths)
+
+    async def _publish_state(self, client: aiomqtt.Client) -> None:
+        if self.config.host_id is not None:
+            await client.publish(
+                state_topic(self.config.host_id),
+                state_payload(True, self._state_ts),
+                qos=1,
+                retain=True,
+            )
+
+    def _on_drop(self) -> None:
+        self._ctx.metrics.inc(self._m + "dropped")
+        self._burst.warning(
+            "dropped", "Sparkplug source %s: incoming queue full, oldest dropped", self.name
+        )
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        cfg = self.config
+        own_state = state_topic(cfg.host_id) if cfg.host_id is not None else None
+        if own_state is not None:
+            await client.subscribe(own_state, qos=1)
+            await self._publish_state(client)
+        for group in cfg.groups:
+            await client.subscribe(f"spBv1.0/{group}/#", qos=cfg.qos)
+        self.state.reset()
+        self._link.up()
+        ticker = asyncio.create_task(self._ticker(client))
+        try:
+            async for message in client.messages:
+                name = message.topic.value
+                data = message.payload
+                if not isinstance(data, bytes | bytearray):
+                    data = b"" if data is None else str(data).encode()
+                if name == own_state:
+                    await self._on_own_state(client, bytes(data))
+                    continue
+                batches, rebirths = self.handle(name, bytes(data))
+                await self._emit(batches)
+                await self._request(client, rebirths)
+        finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+
+    async def _on_own_state(self, client: aiomqtt.Client, data: bytes) -> None:
+        """Sparkplug 3.0: a host that sees its STATE offline (a stale will) restates it."""
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or doc.get("online") is not True:
+            await self._publish_state(client)
+
+    async def run(self) -> None:
+        cfg = self.config
+        backoff = Backoff(cap=cfg.reconnect_max)
+        client_id = cfg.client_id or f"isthmus-{cfg.name}"
+        while True:
+            reason = ""
+            try:
+                client = make_client(
+                    cfg,
+                    client_id,
+                    clean_session=True,
+                    max_queued_incoming=cfg.max_queued_messages,
+                    on_drop=self._on_drop,
+                )
+                if cfg.host_id is not None:
+                    self._state_ts = self._ctx.clock.now_ns() // 1_000_000
+                    set_will(client, state_topic(cfg.host_id), state_payload(False, self._state_ts))
+                async with client:
+                    backoff.reset()
+                    try:
+                        await self._session(client)
+                    except asyncio.CancelledError:
+                        await self._goodbye(client)
+                        raise
+                reason = "disconnected"
+            except aiomqtt.MqttError as exc:
+                reason = str(exc) or type(exc).__name__
+            except SetupError as exc:
+                reason = str(exc)
+            await self._link.down(reason)
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """On a clean stop a primary host says offline itself (the will only fires on loss)."""
+        if self.config.host_id is None:
+            return
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await asyncio.wait_for(
+                client.publish(
+                    state_topic(self.config.host_id),
+                    state_payload(False, self._state_ts),
+                    qos=1,
+                    retain=True,
+                ),
+                timeout=1.0,
+            )
+
+
+def set_will(client: aiomqtt.Client, will_topic: str, payload: bytes) -> None:
+    """Set the MQTT will (QoS 1, retained) on a client from ``make_client`` before it
+    connects.  ``make_client`` has no will parameter yet, so this reaches the paho client
+    aiomqtt wraps; once ``make_client`` takes ``will=aiomqtt.Will(...)`` use that."""
+    client._client.will_set(will_topic, payload, qos=1, retain=True)
