@@ -5,10 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import Field, ValidationError, model_validator
 
-from isthmus.model.config import DataType, SourceConfig, TagConfig, check_segment
+from isthmus.connectors.polling import PolledSourceConfig, PolledTagConfig
+from isthmus.model.config import DataType
 from isthmus.model.durations import Duration
 
 
@@ -40,7 +40,7 @@ REGISTER_KINDS = frozenset({RegisterKind.HOLDING, RegisterKind.INPUT})
 BIT_KINDS = frozenset({RegisterKind.COIL, RegisterKind.DISCRETE})
 
 
-class ModbusTagConfig(TagConfig):
+class ModbusTagConfig(PolledTagConfig):
     kind: RegisterKind = Field(
         default=RegisterKind.HOLDING, description="holding, input, coil or discrete"
     )
@@ -55,9 +55,6 @@ class ModbusTagConfig(TagConfig):
         default=None, description="order of 16-bit words in 32/64-bit values; device default"
     )
     byte_order: Order | None = Field(default=None, description="bytes in a word; device default")
-    poll_group: str | None = Field(
-        default=None, description="a name from the source's poll_groups; default: poll_interval"
-    )
 
     @model_validator(mode="after")
     def _kind_type(self) -> ModbusTagConfig:
@@ -80,18 +77,11 @@ class ModbusTagConfig(TagConfig):
         return self
 
 
-class ModbusSourceConfig(SourceConfig):
+class ModbusSourceConfig(PolledSourceConfig):
     type: Literal["modbus"] = "modbus"
     host: str = Field(description="the device or gateway (name or IP address)")
     port: int = Field(default=502, ge=1, le=65535, description="TCP port")
     unit_id: int = Field(default=1, ge=0, le=255, description="Modbus unit (slave) id")
-    poll_interval: Duration = Field(
-        default=1.0, description="period of tags without poll_group (fixed rate; 0: flat out)"
-    )
-    poll_groups: dict[str, Duration] = Field(
-        default={},  # pydantic copies mutable defaults per instance
-        description="named poll rates, e.g. {fast: 100ms, slow: 10s}; tags pick one",
-    )
     timeout: Duration = Field(default=2.0, description="per request; no retry in a cycle")
     word_order: Order = Field(default=Order.BIG, description="big: high word first")
     byte_order: Order = Field(default=Order.BIG, description="big: normal Modbus byte order")
@@ -107,16 +97,8 @@ class ModbusSourceConfig(SourceConfig):
         default_factory=list, description="the register map"
     )
 
-    @field_validator("poll_groups")
-    @classmethod
-    def _group_names(cls, value: dict[str, float]) -> dict[str, float]:
-        for name in value:
-            check_segment(name)
-        return value
-
     @model_validator(mode="after")
     def _fits_requests(self) -> ModbusSourceConfig:
-        errors: list[InitErrorDetails] = []
         for i, tag in enumerate(self.tags):
             if tag.kind in REGISTER_KINDS:
                 width = REGISTER_WIDTH[tag.data_type]
@@ -125,24 +107,8 @@ class ModbusSourceConfig(SourceConfig):
                         f"tags[{i}] ({tag.path}): a {tag.data_type.value} needs {width} "
                         f"registers, more than max_registers={self.max_registers}"
                     )
-            if tag.poll_group is not None and tag.poll_group not in self.poll_groups:
-                declared = ", ".join(sorted(self.poll_groups)) or "none"
-                message = (
-                    f"poll group {tag.poll_group!r} is not declared in poll_groups "
-                    f"(declared: {declared})"
-                )
-                errors.append(
-                    InitErrorDetails(
-                        type=PydanticCustomError("unknown_poll_group", message),
-                        loc=("tags", i, "poll_group"),
-                        input=tag.poll_group,
-                    )
-                )
+        errors = self.poll_group_errors()
         if errors:
             # Raised as a ValidationError so the error names tags.N.poll_group itself.
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
-
-    def group_interval(self, group: str | None) -> float:
-        """The poll period of a poll group (``None``: the default group)."""
-        return self.poll_interval if group is None else self.poll_groups[group]

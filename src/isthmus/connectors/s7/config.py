@@ -23,9 +23,9 @@ from enum import IntEnum, StrEnum
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from isthmus.model.config import DataType, SourceConfig, TagConfig, check_segment
+from isthmus.connectors.polling import PolledSourceConfig, PolledTagConfig
+from isthmus.model.config import DataType
 from isthmus.model.durations import Duration
 
 MAX_DB = 65535
@@ -142,11 +142,8 @@ def parse_address(text: str) -> S7Address:
     return S7Address(area, db, byte, size, bit)
 
 
-class S7TagConfig(TagConfig):
+class S7TagConfig(PolledTagConfig):
     address: str = Field(description="S7 absolute address: DB10.DBX4.3, DB10.DBW6, MW20, I0.1...")
-    poll_group: str | None = Field(
-        default=None, description="a name from the source's poll_groups; default: poll_interval"
-    )
 
     @field_validator("address")
     @classmethod
@@ -183,7 +180,7 @@ class S7TagConfig(TagConfig):
         return parse_address(self.address)
 
 
-class S7SourceConfig(SourceConfig):
+class S7SourceConfig(PolledSourceConfig):
     type: Literal["s7"] = "s7"
     host: str = Field(description="the PLC or CP (name or IP address)")
     port: int = Field(default=102, ge=1, le=65535, description="ISO-on-TCP port")
@@ -203,12 +200,6 @@ class S7SourceConfig(SourceConfig):
     )
     connection_type: ConnectionType = Field(
         default=ConnectionType.PG, description="pg, op or s7_basic (connection resource used)"
-    )
-    poll_interval: Duration = Field(
-        default=1.0, description="period of tags without poll_group (fixed rate)"
-    )
-    poll_groups: dict[str, Duration] = Field(
-        default={}, description="named poll rates, e.g. {fast: 100ms, slow: 10s}; tags pick one"
     )
     timeout: Duration = Field(
         default=2.0, description="per request; a timeout drops the connection (reconnects)"
@@ -234,38 +225,14 @@ class S7SourceConfig(SourceConfig):
         default_factory=list, description="the address map"
     )
 
-    @field_validator("poll_groups")
-    @classmethod
-    def _group_names(cls, value: dict[str, float]) -> dict[str, float]:
-        for name in value:
-            check_segment(name)
-        return value
-
     @model_validator(mode="after")
     def _checks(self) -> S7SourceConfig:
         if (self.local_tsap is None) != (self.remote_tsap is None):
             raise ValueError("set both local_tsap and remote_tsap, or neither (rack/slot)")
-        errors: list[InitErrorDetails] = []
-        for i, tag in enumerate(self.tags):
-            if tag.poll_group is not None and tag.poll_group not in self.poll_groups:
-                declared = ", ".join(sorted(self.poll_groups)) or "none"
-                message = (
-                    f"poll group {tag.poll_group!r} is not declared in poll_groups "
-                    f"(declared: {declared})"
-                )
-                errors.append(
-                    InitErrorDetails(
-                        type=PydanticCustomError("unknown_poll_group", message),
-                        loc=("tags", i, "poll_group"),
-                        input=tag.poll_group,
-                    )
-                )
+        errors = self.poll_group_errors()
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
-
-    def group_interval(self, group: str | None) -> float:
-        return self.poll_interval if group is None else self.poll_groups[group]
 
     @property
     def target(self) -> str:
