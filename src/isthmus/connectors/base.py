@@ -18,6 +18,7 @@ Contract of :meth:`Source.run`:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -98,6 +99,13 @@ class Backoff:
         self._attempt = 0
 
 
+class LinkLost(Exception):
+    """A connector's session with its device ended; the message says why."""
+
+
+Session = Callable[[], Awaitable[None]]
+
+
 class Link:
     """A source's connection state, with the contract's outage behaviour in one place:
     on the first failure of an outage its tags are emitted Bad once
@@ -114,10 +122,41 @@ class Link:
         self._tag_ids = tag_ids
         self._ctx = ctx
         self._since: float | None = None
+        self._backoff: Backoff | None = None
         self._m_errors = f"source.{name}.errors"
         self._m_reconnects = f"source.{name}.reconnects"
 
+    async def supervise(
+        self,
+        session: Session,
+        *,
+        errors: tuple[type[BaseException], ...],
+        close: Callable[[], None],
+        reconnect_max: float,
+    ) -> None:
+        """Run ``session`` (connect, call :meth:`up`, serve until the link breaks) until
+        cancelled.  :class:`LinkLost` and the library's ``errors`` mark the link down; any
+        other exception is a bug, logged with its traceback, and retried all the same: a
+        source never dies.  Between sessions: ``close`` and a capped backoff."""
+        self._backoff = Backoff(initial=min(0.5, reconnect_max), cap=reconnect_max)
+        while True:
+            try:
+                await session()
+            except LinkLost as exc:
+                await self.down(str(exc))
+            except errors as exc:
+                await self.down(f"{type(exc).__name__}: {exc}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._ctx.log.exception("%s: unexpected error", self._label)
+                await self.down(f"unexpected {type(exc).__name__}: {exc}")
+            close()
+            await asyncio.sleep(self._backoff.next_delay())
+
     def up(self) -> None:
+        if self._backoff is not None:
+            self._backoff.reset()
         self.connected = True
         if self._since is not None:
             down = time.monotonic() - self._since

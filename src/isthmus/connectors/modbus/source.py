@@ -32,7 +32,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
+from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig, RegisterKind
 from isthmus.connectors.modbus.decode import PlanTag, ReadBlock, ReadPlan, build_plan, plans_for
 from isthmus.connectors.modbus.errors import WriteFailed, WriteNotConfirmed, WriteRefused
@@ -83,10 +83,6 @@ def exception_quality(code: int) -> Quality:
     if code in _GATEWAY_CODES:
         return Quality.BAD_COMMUNICATION_ERROR
     return Quality.BAD_DEVICE_FAILURE
-
-
-class _ConnectionLost(Exception):
-    pass
 
 
 class _PayloadMixin:
@@ -231,36 +227,25 @@ class ModbusSource:
 
     async def run(self) -> None:
         """Poll until cancelled; reconnects with capped backoff; never raises otherwise."""
-        backoff = Backoff(
-            initial=min(0.5, self.config.reconnect_max), cap=self.config.reconnect_max
-        )
         try:
-            while True:
-                try:
-                    client = self._new_client()
-                    self._client = client
-                    if not await client.connect() or not client.connected:
-                        raise _ConnectionLost(
-                            f"cannot connect to {self.config.host}:{self.config.port}"
-                        )
-                    self._link.up()
-                    backoff.reset()
-                    if self.config.device_identification:
-                        await self._identify(client)
-                    await self._poll_loop(client)
-                except _ConnectionLost as exc:
-                    await self._link.down(str(exc))
-                except (ModbusException, OSError) as exc:
-                    await self._link.down(f"{type(exc).__name__}: {exc}")
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # a bug must not kill the source: log and retry
-                    self.ctx.log.exception("modbus source %s: unexpected error", self.name)
-                    await self._link.down(f"unexpected {type(exc).__name__}: {exc}")
-                self._close_client()
-                await asyncio.sleep(backoff.next_delay())
+            await self._link.supervise(
+                self._session,
+                errors=(ModbusException, OSError),
+                close=self._close_client,
+                reconnect_max=self.config.reconnect_max,
+            )
         finally:
             self._close_client()
+
+    async def _session(self) -> None:
+        client = self._new_client()
+        self._client = client
+        if not await client.connect() or not client.connected:
+            raise LinkLost(f"cannot connect to {self.config.host}:{self.config.port}")
+        self._link.up()
+        if self.config.device_identification:
+            await self._identify(client)
+        await self._poll_loop(client)
 
     def _new_client(self) -> Any:
         client = AsyncModbusTcpClient(
@@ -326,10 +311,10 @@ class ModbusSource:
         except asyncio.CancelledError:
             raise
         except ConnectionException as exc:
-            raise _ConnectionLost(f"connection lost: {exc}") from None
+            raise LinkLost(f"connection lost: {exc}") from None
         except Exception as exc:  # timeout or a malformed answer: no identification
             if not client.connected:
-                raise _ConnectionLost(f"connection lost: {exc}") from None
+                raise LinkLost(f"connection lost: {exc}") from None
             self.ctx.log.debug("modbus source %s: no device identification (%s)", self.name, exc)
         task = asyncio.current_task()
         if task is not None and task.cancelling():  # see poll_once
@@ -346,7 +331,7 @@ class ModbusSource:
 
     async def _poll_loop(self, client: Any) -> None:
         """Poll every group at its own rate until the connection is lost (raises
-        _ConnectionLost); the requests of all groups share the one connection."""
+        LinkLost); the requests of all groups share the one connection."""
         groups = [g for g in self.groups if g.plan.blocks]
         if not groups:
             await asyncio.Event().wait()  # nothing to read: idle until cancelled
@@ -364,7 +349,7 @@ class ModbusSource:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _poll_group(self, client: Any, group: PollGroup) -> None:
-        """One group's fixed-rate schedule (raises _ConnectionLost)."""
+        """One group's fixed-rate schedule (raises LinkLost)."""
         loop = asyncio.get_running_loop()
         interval = group.interval
         m_cycle = self._m_cycle if group.name is None else f"{self._m_cycle}.{group.name}"
@@ -386,7 +371,7 @@ class ModbusSource:
 
     async def poll_once(self, client: Any, group: PollGroup | None = None) -> None:
         """Read every block of ``group`` (default: the default group) once and emit one
-        batch (raises _ConnectionLost)."""
+        batch (raises LinkLost)."""
         plan = self.plan if group is None else group.plan
         n = len(plan)
         values = np.empty(n, dtype=np.float64)
@@ -397,15 +382,15 @@ class ModbusSource:
         task = asyncio.current_task()
         for block in plan.blocks:
             if not self._link.connected or not client.connected:
-                raise _ConnectionLost("connection lost")
+                raise LinkLost("connection lost")
             read = getattr(client, self._readers[block.kind])
             try:
                 response = await read(block.address, count=block.count, device_id=unit)
             except ConnectionException as exc:
-                raise _ConnectionLost(f"connection lost: {exc}") from None
+                raise LinkLost(f"connection lost: {exc}") from None
             except ModbusIOException as exc:  # no answer within timeout
                 if not client.connected:
-                    raise _ConnectionLost(f"connection lost: {exc}") from None
+                    raise LinkLost(f"connection lost: {exc}") from None
                 errors += 1
                 block.fail_into(quality, values, Quality.BAD_COMMUNICATION_ERROR)
                 self._burst.warning(

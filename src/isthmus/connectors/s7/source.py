@@ -44,7 +44,7 @@ from snap7.error import (
     S7TimeoutError,
 )
 
-from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
+from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
 from isthmus.connectors.s7.config import (
     AREA_CODE,
     CONNECTION_CODE,
@@ -126,10 +126,6 @@ def parse_items(raw: bytes, count: int) -> list[bytes | int]:
     return items
 
 
-class _ConnectionLost(Exception):
-    pass
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class PollGroup:
     name: str | None
@@ -199,38 +195,29 @@ class S7Source:
 
     async def run(self) -> None:
         """Poll until cancelled; reconnects with capped backoff; never raises otherwise."""
-        backoff = Backoff(
-            initial=min(0.5, self.config.reconnect_max), cap=self.config.reconnect_max
-        )
         old, self._executor = self._executor, self._new_executor()  # fresh for each run
         old.shutdown(wait=False)
         try:
-            while True:
-                try:
-                    client = Client()
-                    self._client = client
-                    await self._call(self._connect_sync, client)
-                    self._link.up()
-                    backoff.reset()
-                    pdu = max(64, min(int(client.pdu_length), self.config.max_pdu))
-                    if pdu != self.pdu:
-                        self.pdu = pdu
-                        self.groups = self._groups(pdu)
-                    await self._poll_loop()
-                except _ConnectionLost as exc:
-                    await self._link.down(str(exc))
-                except (S7Error, OSError) as exc:
-                    await self._link.down(f"{type(exc).__name__}: {exc}")
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # a bug must not kill the source: log and retry
-                    self.ctx.log.exception("s7 source %s: unexpected error", self.name)
-                    await self._link.down(f"unexpected {type(exc).__name__}: {exc}")
-                self._close_client()
-                await asyncio.sleep(backoff.next_delay())
+            await self._link.supervise(
+                self._session,
+                errors=(S7Error, OSError),
+                close=self._close_client,
+                reconnect_max=self.config.reconnect_max,
+            )
         finally:
             self._close_client()
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _session(self) -> None:
+        client = Client()
+        self._client = client
+        await self._call(self._connect_sync, client)
+        self._link.up()
+        pdu = max(64, min(int(client.pdu_length), self.config.max_pdu))
+        if pdu != self.pdu:
+            self.pdu = pdu
+            self.groups = self._groups(pdu)
+        await self._poll_loop()
 
     def _connect_sync(self, client: Client) -> None:
         cfg = self.config
@@ -301,7 +288,7 @@ class S7Source:
             await asyncio.sleep(next_at - now)
 
     async def poll_once(self, group: PollGroup) -> None:
-        """Read every request of ``group`` once and emit one batch (raises _ConnectionLost)."""
+        """Read every request of ``group`` once and emit one batch (raises LinkLost)."""
         plan = group.plan
         n = len(plan)
         values = np.empty(n, dtype=np.float64)
@@ -311,7 +298,7 @@ class S7Source:
         for request in plan.requests:
             client = self._client
             if client is None or not self._link.connected:
-                raise _ConnectionLost("connection lost")
+                raise LinkLost("connection lost")
             try:
                 items = await self._call(_read_request, client, request)
             except (
@@ -321,7 +308,7 @@ class S7Source:
                 S7StalePacketError,
                 OSError,
             ) as exc:
-                raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from None
+                raise LinkLost(f"{type(exc).__name__}: {exc}") from None
             except (S7ProtocolError, ValueError) as exc:
                 header = getattr(exc, "error_code", None)
                 code = Quality.BAD_DEVICE_FAILURE if header else Quality.BAD_DECODING_ERROR
