@@ -78,7 +78,8 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
 
 
 class _ModbusResponder(asyncio.Protocol):
-    """Answers FC3/FC4 reads from a fixed register image; nothing else."""
+    """Answers FC3/FC4 reads from a fixed register image; any other function (e.g. the
+    connector's device identification, FC 43/14) gets exception 1, as plain devices do."""
 
     def __init__(self, image: bytes) -> None:
         self.image = image
@@ -91,18 +92,22 @@ class _ModbusResponder(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buffer + data
         out = []
-        while len(buf) >= 12:
+        while len(buf) >= 8:
             tid, _pid, length, unit = struct.unpack(">HHHB", buf[:7])
             frame_len = 6 + length
             if len(buf) < frame_len:
                 break
-            fc, addr, count = struct.unpack(">BHH", buf[7:12])
-            buf = buf[frame_len:]
-            if fc in (3, 4) and count <= 125 and (addr + count) * 2 <= len(self.image):
-                payload = self.image[addr * 2 : (addr + count) * 2]
-                pdu = struct.pack(">BB", fc, len(payload)) + payload
-            else:
-                pdu = struct.pack(">BB", fc | 0x80, 2)
+            frame, buf = buf[:frame_len], buf[frame_len:]
+            fc = frame[7]
+            if fc in (3, 4) and len(frame) >= 12:
+                addr, count = struct.unpack(">HH", frame[8:12])
+                if count <= 125 and (addr + count) * 2 <= len(self.image):
+                    payload = self.image[addr * 2 : (addr + count) * 2]
+                    pdu = struct.pack(">BB", fc, len(payload)) + payload
+                else:
+                    pdu = struct.pack(">BB", fc | 0x80, 2)  # illegal data address
+            else:  # like a plain device: anything else is an illegal function
+                pdu = struct.pack(">BB", fc | 0x80, 1)
             out.append(struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu)
         self.buffer = buf
         if out:

@@ -135,7 +135,8 @@ def test_query_interpolated_and_extended_from_the_store(tmp_path: Path) -> None:
     store.open()
     tag_id = store.register_tags([TagMeta(path, tag.data_type.value, tag.unit)])[path]
     minute = 60 * 10**9
-    t0 = (__import__("time").time_ns() // minute - 5) * minute  # five whole minutes ago
+    # Six minutes ago, on an even minute: 2-minute buckets are aligned on the epoch.
+    t0 = (__import__("time").time_ns() // (2 * minute) - 3) * 2 * minute
     store.write(Batch.of(np.full(4, tag_id), t0 + np.arange(4) * minute, [0, 10, 20, 30], 0))
     store.close()
     start = __import__("isthmus.model.durations", fromlist=["x"]).format_ns(t0)

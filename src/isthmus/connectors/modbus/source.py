@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig
 from isthmus.connectors.modbus.decode import PlanTag, ReadBlock, ReadPlan, build_plan, plans_for
 from isthmus.connectors.modbus.errors import WriteFailed, WriteNotConfirmed, WriteRefused
 from isthmus.connectors.modbus.writes import WriteFunction, WriteRequest, write_request
+from isthmus.connectors.polling import PollGroup, poll_groups
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
 from isthmus.pipeline.metrics import BurstLog
@@ -125,20 +125,6 @@ class _DiscretePayload(_PayloadMixin, ReadDiscreteInputsResponse):
 _PAYLOAD_RESPONSES = (_HoldingPayload, _InputPayload, _CoilsPayload, _DiscretePayload)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class PollGroup:
-    """Tags polled together at one rate: one read plan, one batch per cycle."""
-
-    name: str | None
-    """``None``: the default group (tags without ``poll_group``, at ``poll_interval``)."""
-    interval: float
-    plan: ReadPlan
-
-    @property
-    def label(self) -> str:
-        return self.name or "default"
-
-
 def _words(response: Any) -> npt.NDArray[np.uint16]:
     payload = getattr(response, "payload", None)
     if isinstance(payload, bytes):
@@ -175,7 +161,7 @@ class ModbusSource:
         self.name = config.name
         self.config = config
         self.ctx = ctx
-        self.groups: tuple[PollGroup, ...] = tuple(
+        self.groups: tuple[PollGroup[ReadPlan], ...] = tuple(
             PollGroup(group, config.group_interval(group), plan)
             for group, plan in plans_for(config, tags).items()
         )
@@ -333,43 +319,13 @@ class ModbusSource:
         """Poll every group at its own rate until the connection is lost (raises
         LinkLost); the requests of all groups share the one connection."""
         groups = [g for g in self.groups if g.plan.blocks]
-        if not groups:
-            await asyncio.Event().wait()  # nothing to read: idle until cancelled
-        if len(groups) == 1:
-            await self._poll_group(client, groups[0])
-            return
-        tasks = [asyncio.create_task(self._poll_group(client, g)) for g in groups]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _poll_group(self, client: Any, group: PollGroup) -> None:
-        """One group's fixed-rate schedule (raises LinkLost)."""
-        loop = asyncio.get_running_loop()
-        interval = group.interval
-        m_cycle = self._m_cycle if group.name is None else f"{self._m_cycle}.{group.name}"
-        next_at = loop.time()
-        while True:
-            started = loop.time()
+        async def once(group: PollGroup[ReadPlan]) -> None:
             await self.poll_once(client, group)
-            now = loop.time()
-            self.ctx.metrics.set(m_cycle, now - started)
-            if interval <= 0:  # as fast as possible (benchmarks): just yield
-                await asyncio.sleep(0)
-                continue
-            next_at += interval
-            if next_at < now:  # overran: skip the missed slots, keep the phase
-                missed = int((now - next_at) // interval) + 1
-                next_at += missed * interval
-                self.ctx.metrics.inc(self._m_overruns, missed)
-            await asyncio.sleep(next_at - now)
 
-    async def poll_once(self, client: Any, group: PollGroup | None = None) -> None:
+        await poll_groups(groups, once, self.ctx.metrics, f"source.{self.name}")
+
+    async def poll_once(self, client: Any, group: PollGroup[ReadPlan] | None = None) -> None:
         """Read every block of ``group`` (default: the default group) once and emit one
         batch (raises LinkLost)."""
         plan = self.plan if group is None else group.plan

@@ -29,7 +29,6 @@ import socket
 import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -45,6 +44,7 @@ from snap7.error import (
 )
 
 from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
+from isthmus.connectors.polling import PollGroup, poll_groups
 from isthmus.connectors.s7.config import (
     AREA_CODE,
     CONNECTION_CODE,
@@ -126,17 +126,6 @@ def parse_items(raw: bytes, count: int) -> list[bytes | int]:
     return items
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class PollGroup:
-    name: str | None
-    interval: float
-    plan: ReadPlan
-
-    @property
-    def label(self) -> str:
-        return self.name or "default"
-
-
 class S7Source:
     """Polls one S7 PLC (one connection) and emits a batch per poll group cycle."""
 
@@ -176,7 +165,7 @@ class S7Source:
     def _new_executor(self) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"s7-{self.name}")
 
-    def _groups(self, pdu: int) -> tuple[PollGroup, ...]:
+    def _groups(self, pdu: int) -> tuple[PollGroup[ReadPlan], ...]:
         return tuple(
             PollGroup(group, self.config.group_interval(group), plan)
             for group, plan in plans_for(self.config, self._tags, pdu).items()
@@ -252,42 +241,9 @@ class S7Source:
 
     async def _poll_loop(self) -> None:
         groups = [g for g in self.groups if g.plan.requests]
-        if not groups:
-            await asyncio.Event().wait()
-        if len(groups) == 1:
-            await self._poll_group(groups[0])
-            return
-        tasks = [asyncio.create_task(self._poll_group(g)) for g in groups]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await poll_groups(groups, self.poll_once, self.ctx.metrics, f"source.{self.name}")
 
-    async def _poll_group(self, group: PollGroup) -> None:
-        loop = asyncio.get_running_loop()
-        interval = group.interval
-        m_cycle = self._m_cycle if group.name is None else f"{self._m_cycle}.{group.name}"
-        next_at = loop.time()
-        while True:
-            started = loop.time()
-            await self.poll_once(group)
-            now = loop.time()
-            self.ctx.metrics.set(m_cycle, now - started)
-            if interval <= 0:
-                await asyncio.sleep(0)
-                continue
-            next_at += interval
-            if next_at < now:
-                missed = int((now - next_at) // interval) + 1
-                next_at += missed * interval
-                self.ctx.metrics.inc(self._m_overruns, missed)
-            await asyncio.sleep(next_at - now)
-
-    async def poll_once(self, group: PollGroup) -> None:
+    async def poll_once(self, group: PollGroup[ReadPlan]) -> None:
         """Read every request of ``group`` once and emit one batch (raises LinkLost)."""
         plan = group.plan
         n = len(plan)
