@@ -99,6 +99,16 @@ class Backoff:
         self._attempt = 0
 
 
+def tag_index(tags: Sequence[BoundTag[TagT]]) -> dict[str | int, BoundTag[TagT]]:
+    """Tags by id, full UNS path and tag-map path: how ``write()`` callers name a tag."""
+    index: dict[str | int, BoundTag[TagT]] = {}
+    for tag in tags:
+        index[tag.tag_id] = tag
+        index[tag.uns_path] = tag
+        index[tag.config.path] = tag
+    return index
+
+
 class LinkLost(Exception):
     """A connector's session with its device ended; the message says why."""
 

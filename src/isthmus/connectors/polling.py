@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import Field, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -78,6 +80,13 @@ class PollGroup(Generic[PlanT]):
     @property
     def label(self) -> str:
         return self.name or "default"
+
+
+def group_tag_ids(groups: Sequence[PollGroup]) -> npt.NDArray[np.int32]:  # type: ignore[type-arg]
+    """Every tag id of the groups, in plan order (a plan has ``tag_ids``)."""
+    if not groups:
+        return np.empty(0, dtype=np.int32)
+    return np.concatenate([g.plan.tag_ids for g in groups]).astype(np.int32, copy=False)
 
 
 GroupT = TypeVar("GroupT", bound=PollGroup)  # type: ignore[type-arg]  # any plan type

@@ -31,12 +31,12 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
+from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext, tag_index
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig, RegisterKind
 from isthmus.connectors.modbus.decode import PlanTag, ReadBlock, ReadPlan, build_plan, plans_for
 from isthmus.connectors.modbus.errors import WriteFailed, WriteNotConfirmed, WriteRefused
 from isthmus.connectors.modbus.writes import WriteFunction, WriteRequest, write_request
-from isthmus.connectors.polling import PollGroup, poll_groups
+from isthmus.connectors.polling import PollGroup, group_tag_ids, poll_groups
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
 from isthmus.pipeline.metrics import BurstLog
@@ -165,16 +165,8 @@ class ModbusSource:
             PollGroup(group, config.group_interval(group), plan)
             for group, plan in plans_for(config, tags).items()
         )
-        self._tag_ids = (
-            np.concatenate([g.plan.tag_ids for g in self.groups])
-            if self.groups
-            else np.empty(0, dtype=np.int32)
-        )
-        self._by_key: dict[str | int, BoundTag[ModbusTagConfig]] = {}
-        for tag in tags:
-            self._by_key[tag.tag_id] = tag
-            self._by_key[tag.uns_path] = tag
-            self._by_key[tag.config.path] = tag
+        self._tag_ids = group_tag_ids(self.groups)
+        self._by_key = tag_index(tags)
         self.device_info: dict[str, str] = {}
         """Read Device Identification objects (VendorName, ProductCode...); empty when the
         device does not support function 43/14 or ``device_identification`` is off."""

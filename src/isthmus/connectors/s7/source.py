@@ -43,8 +43,8 @@ from snap7.error import (
     S7TimeoutError,
 )
 
-from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
-from isthmus.connectors.polling import PollGroup, poll_groups
+from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext, tag_index
+from isthmus.connectors.polling import PollGroup, group_tag_ids, poll_groups
 from isthmus.connectors.s7.config import (
     AREA_CODE,
     CONNECTION_CODE,
@@ -139,16 +139,8 @@ class S7Source:
         self.pdu = MIN_PDU
         """The PDU size the plans are packed for: the one the PLC granted once connected."""
         self.groups = self._groups(self.pdu)
-        self._tag_ids = (
-            np.concatenate([g.plan.tag_ids for g in self.groups])
-            if self.groups
-            else np.empty(0, dtype=np.int32)
-        )
-        self._by_key: dict[str | int, BoundTag[S7TagConfig]] = {}
-        for tag in tags:
-            self._by_key[tag.tag_id] = tag
-            self._by_key[tag.uns_path] = tag
-            self._by_key[tag.config.path] = tag
+        self._tag_ids = group_tag_ids(self.groups)
+        self._by_key = tag_index(tags)
         self._client: Client | None = None
         self._executor = self._new_executor()
         self._link = Link("s7", self.name, config.target, self._tag_ids, ctx)
