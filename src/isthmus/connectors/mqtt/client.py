@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import aiomqtt
 
+from isthmus.connectors.base import LinkLost
+
 
 class Connection(Protocol):
     """The connection fields both MQTT config models have."""
@@ -36,7 +38,7 @@ class Connection(Protocol):
     def timeout(self) -> float: ...
 
 
-class SetupError(Exception):
+class SetupError(LinkLost):
     """A local problem (missing password variable, unreadable certificate)."""
 
 
@@ -86,6 +88,7 @@ def make_client(
     max_queued_incoming: int | None = None,
     on_drop: Callable[[], None] | None = None,
     max_inflight: int | None = None,
+    will: aiomqtt.Will | None = None,
 ) -> aiomqtt.Client:
     queue_type = None
     if max_queued_incoming is not None:
@@ -99,6 +102,7 @@ def make_client(
         keepalive=max(1, int(cfg.keepalive)),
         timeout=cfg.timeout,
         clean_session=clean_session,
+        will=will,
         tls_context=tls_context(cfg),
         queue_type=queue_type,
         max_queued_incoming_messages=max_queued_incoming,

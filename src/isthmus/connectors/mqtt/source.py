@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import aiomqtt
 import numpy as np
 
-from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
-from isthmus.connectors.mqtt.client import SetupError, make_client
+from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
+from isthmus.connectors.mqtt.client import make_client
 from isthmus.connectors.mqtt.config import MqttSourceConfig, MqttTagConfig
 from isthmus.connectors.mqtt.mapping import (
     FieldMap,
@@ -213,42 +213,41 @@ class MqttSource:
             )
 
     async def run(self) -> None:
+        """Consume until cancelled; reconnects with capped backoff; never raises otherwise."""
+        await self._link.supervise(
+            self._session,
+            errors=(aiomqtt.MqttError,),
+            close=lambda: None,  # the client context closes the connection
+            reconnect_max=self.config.reconnect_max,
+        )
+
+    async def _session(self) -> None:
         cfg = self.config
-        backoff = Backoff(cap=cfg.reconnect_max)
-        client_id = cfg.client_id or f"isthmus-{cfg.name}"
-        while True:
-            reason = ""
-            try:
-                client = make_client(
-                    cfg,
-                    client_id,
-                    clean_session=cfg.clean_session,
-                    max_queued_incoming=cfg.max_queued_messages,
-                    on_drop=self._on_drop,
-                )
-                async with client:
-                    for sub in self._subs:
-                        granted = await client.subscribe(sub.template.subscription, qos=sub.qos)
-                        self._check_granted(sub, granted)
-                    self._link.up()
-                    backoff.reset()
-                    flusher = asyncio.create_task(self._flush_loop())
-                    try:
-                        async for message in client.messages:
-                            payload = message.payload
-                            if not isinstance(payload, bytes | bytearray):
-                                payload = b"" if payload is None else str(payload).encode()
-                            self.handle(message.topic.value, bytes(payload))
-                            if len(self._tag_ids) >= cfg.batch_max:
-                                await self._flush()
-                    finally:
-                        flusher.cancel()
-                        await asyncio.gather(flusher, return_exceptions=True)
-                reason = "disconnected"
-            except aiomqtt.MqttError as exc:
-                reason = str(exc) or type(exc).__name__
-            except SetupError as exc:
-                reason = str(exc)
-            await self._flush()
-            await self._link.down(reason)
-            await asyncio.sleep(backoff.next_delay())
+        client = make_client(
+            cfg,
+            cfg.client_id or f"isthmus-{cfg.name}",
+            clean_session=cfg.clean_session,
+            max_queued_incoming=cfg.max_queued_messages,
+            on_drop=self._on_drop,
+        )
+        try:
+            async with client:
+                for sub in self._subs:
+                    granted = await client.subscribe(sub.template.subscription, qos=sub.qos)
+                    self._check_granted(sub, granted)
+                self._link.up()
+                flusher = asyncio.create_task(self._flush_loop())
+                try:
+                    async for message in client.messages:
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray):
+                            payload = b"" if payload is None else str(payload).encode()
+                        self.handle(message.topic.value, bytes(payload))
+                        if len(self._tag_ids) >= cfg.batch_max:
+                            await self._flush()
+                finally:
+                    flusher.cancel()
+                    await asyncio.gather(flusher, return_exceptions=True)
+        finally:
+            await self._flush()  # what arrived before the link broke is emitted first
+        raise LinkLost("disconnected")

@@ -46,7 +46,6 @@ from isthmus.connectors.sparkplug.codec import (
     topic,
 )
 from isthmus.connectors.sparkplug.config import SparkplugEdgeConfig
-from isthmus.connectors.sparkplug.host import set_will
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock, SystemClock
 from isthmus.pipeline.catalog import TagCatalog
@@ -253,10 +252,11 @@ class SparkplugEdge:
         try:
             while True:
                 try:
-                    client = make_client(cfg, client_id, clean_session=True)
                     self.bd_seq = (self.bd_seq + 1) % 256
                     death_topic = topic(cfg.group, "NDEATH", cfg.edge_node)
-                    set_will(client, death_topic, self.ndeath_payload())
+                    # Sparkplug 3.0: the NDEATH will is QoS 1 and not retained.
+                    death = aiomqtt.Will(death_topic, self.ndeath_payload(), qos=1, retain=False)
+                    client = make_client(cfg, client_id, clean_session=True, will=death)
                     async with client:
                         await client.subscribe(topic(cfg.group, "NCMD", cfg.edge_node), qos=1)
                         await self._births(client)

@@ -33,8 +33,8 @@ from collections.abc import Sequence
 import aiomqtt
 import numpy as np
 
-from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
-from isthmus.connectors.mqtt.client import SetupError, make_client
+from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
+from isthmus.connectors.mqtt.client import make_client
 from isthmus.connectors.sparkplug.codec import (
     BOOLEAN,
     REBIRTH_METRIC,
@@ -346,36 +346,40 @@ class SparkplugHost:
             await self._publish_state(client)
 
     async def run(self) -> None:
+        """Consume until cancelled; reconnects with capped backoff; never raises otherwise."""
+        await self._link.supervise(
+            self._connection,
+            errors=(aiomqtt.MqttError,),
+            close=lambda: None,  # the client context closes the connection
+            reconnect_max=self.config.reconnect_max,
+        )
+
+    async def _connection(self) -> None:
         cfg = self.config
-        backoff = Backoff(cap=cfg.reconnect_max)
-        client_id = cfg.client_id or f"isthmus-{cfg.name}"
-        while True:
-            reason = ""
+        will = None
+        if cfg.host_id is not None:
+            self._state_ts = self._ctx.clock.now_ns() // 1_000_000
+            will = aiomqtt.Will(
+                state_topic(cfg.host_id),
+                state_payload(False, self._state_ts),
+                qos=1,
+                retain=True,
+            )
+        client = make_client(
+            cfg,
+            cfg.client_id or f"isthmus-{cfg.name}",
+            clean_session=True,
+            max_queued_incoming=cfg.max_queued_messages,
+            on_drop=self._on_drop,
+            will=will,
+        )
+        async with client:
             try:
-                client = make_client(
-                    cfg,
-                    client_id,
-                    clean_session=True,
-                    max_queued_incoming=cfg.max_queued_messages,
-                    on_drop=self._on_drop,
-                )
-                if cfg.host_id is not None:
-                    self._state_ts = self._ctx.clock.now_ns() // 1_000_000
-                    set_will(client, state_topic(cfg.host_id), state_payload(False, self._state_ts))
-                async with client:
-                    backoff.reset()
-                    try:
-                        await self._session(client)
-                    except asyncio.CancelledError:
-                        await self._goodbye(client)
-                        raise
-                reason = "disconnected"
-            except aiomqtt.MqttError as exc:
-                reason = str(exc) or type(exc).__name__
-            except SetupError as exc:
-                reason = str(exc)
-            await self._link.down(reason)
-            await asyncio.sleep(backoff.next_delay())
+                await self._session(client)
+            except asyncio.CancelledError:
+                await self._goodbye(client)
+                raise
+        raise LinkLost("disconnected")
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """On a clean stop a primary host says offline itself (the will only fires on loss)."""
@@ -391,10 +395,3 @@ class SparkplugHost:
                 ),
                 timeout=1.0,
             )
-
-
-def set_will(client: aiomqtt.Client, will_topic: str, payload: bytes) -> None:
-    """Set the MQTT will (QoS 1, retained) on a client from ``make_client`` before it
-    connects.  ``make_client`` has no will parameter yet, so this reaches the paho client
-    aiomqtt wraps; once ``make_client`` takes ``will=aiomqtt.Will(...)`` use that."""
-    client._client.will_set(will_topic, payload, qos=1, retain=True)
