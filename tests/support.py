@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -9,12 +10,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+
+from isthmus.model.batch import Batch
+from isthmus.model.quality import Quality
 
 ADMIN_PASSWORD = "test-admin-password-1"
 
@@ -104,3 +108,48 @@ def running_demo(data_dir: Path, *extra: str) -> Iterator[Demo]:
         if demo.proc.poll() is None:
             demo.proc.kill()
             demo.proc.wait()
+
+
+class Collector:
+    """A source's ``emit`` target for tests: keeps every batch; ``wait_for`` scans forward
+    from its previous match, so consecutive waits see consecutive events."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self._changed = asyncio.Event()
+        self._cursor = 0
+
+    async def emit(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[Batch], bool], limit: float = 8.0) -> Batch:
+        async def scan() -> Batch:
+            while True:
+                while self._cursor < len(self.batches):
+                    batch = self.batches[self._cursor]
+                    self._cursor += 1
+                    if predicate(batch):
+                        return batch
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(scan(), limit)
+
+    def all(self) -> Batch:
+        return Batch.concat(self.batches)
+
+    def rows(self) -> list[tuple[int, float, int]]:
+        """Every (tag id, value, quality) received, in order."""
+        b = self.all()
+        return list(zip(b.tag_id.tolist(), b.value.tolist(), b.quality.tolist(), strict=True))
+
+    def latest(self) -> dict[int, tuple[float, int]]:
+        """The newest (value, quality) per tag."""
+        return {t: (v, q) for t, v, q in self.rows()}
+
+    def qualities(self, tag: int) -> list[int]:
+        return [q for t, _, q in self.rows() if t == tag]
+
+    def good(self) -> bool:
+        return any(bool((b.quality == Quality.GOOD).any()) for b in self.batches)

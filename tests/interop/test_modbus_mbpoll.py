@@ -24,8 +24,8 @@ from isthmus.connectors.modbus.source import ModbusSource
 from isthmus.model.batch import Batch
 from isthmus.model.config import SimulatorConfig
 from isthmus.sim.runner import run_simulator
-from tests.integration.connectors.test_modbus_source import Collector, by_tag, running
-from tests.support import free_port, require_binary
+from tests.integration.connectors.test_modbus_source import by_tag, running
+from tests.support import Collector, free_port, require_binary
 
 # One simulator for the module (its OPC UA server takes seconds to build).
 pytestmark = [

@@ -24,8 +24,8 @@ from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig
 from isthmus.connectors.modbus.errors import WriteFailed
 from isthmus.connectors.modbus.source import ModbusSource
 from isthmus.model.quality import Quality
-from tests.integration.connectors.test_modbus_source import Collector, by_tag, running
-from tests.support import free_port, require_binary
+from tests.integration.connectors.test_modbus_source import by_tag, running
+from tests.support import Collector, free_port, require_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(15)]
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from isthmus.connectors.modbus.source import ModbusSource
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.model.quality import Quality
+from tests.support import Collector
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]
 
@@ -78,32 +79,6 @@ TAGS: list[dict[str, Any]] = [
     {"path": "a/l/c/e/di11", "data_type": "bool", "address": 11, "kind": "discrete"},
 ]
 EXPECTED = [1.5, -7.0, 70000.0, -2.25, 321.0, 9.5, 1.0, 0.0, 1.0]
-
-
-class Collector:
-    """Collects emitted batches; ``wait_for`` scans forward from the previous match."""
-
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-        self._changed = asyncio.Event()
-        self._cursor = 0
-
-    async def emit(self, batch: Batch) -> None:
-        self.batches.append(batch)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[Batch], bool], limit: float = 5.0) -> Batch:
-        async def scan() -> Batch:
-            while True:
-                while self._cursor < len(self.batches):
-                    batch = self.batches[self._cursor]
-                    self._cursor += 1
-                    if predicate(batch):
-                        return batch
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(scan(), limit)
 
 
 def make_source(port: int, tags: list[dict[str, Any]], collector: Collector) -> ModbusSource:

@@ -18,7 +18,8 @@ from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig
 from isthmus.connectors.modbus.errors import WriteFailed, WriteRefused
 from isthmus.connectors.modbus.source import ModbusSource
-from tests.integration.connectors.test_modbus_source import Collector, by_tag, free_port, running
+from tests.integration.connectors.test_modbus_source import by_tag, free_port, running
+from tests.support import Collector
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]
 

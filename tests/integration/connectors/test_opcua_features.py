@@ -17,11 +17,11 @@ from asyncua import Server, ua
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.source import OpcUaSource, OpcUaWriteError
-from isthmus.model.batch import Batch
 from isthmus.model.config import SimulatorConfig
 from isthmus.model.errors import IsthmusError
 from isthmus.model.quality import Quality
 from isthmus.sim.runner import run_simulator
+from tests.support import Collector
 
 pytestmark = [
     pytest.mark.integration,
@@ -49,22 +49,6 @@ async def sim_endpoint() -> AsyncIterator[str]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-
-    async def emit(self, batch: Batch) -> None:
-        self.batches.append(batch)
-
-    def qualities(self, tag: int) -> list[int]:
-        return [
-            q
-            for b in self.batches
-            for t, q in zip(b.tag_id.tolist(), b.quality.tolist(), strict=True)
-            if t == tag
-        ]
 
 
 def make_source(endpoint: str, tags: list[dict[str, Any]], collector: Collector) -> OpcUaSource:

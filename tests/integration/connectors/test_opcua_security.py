@@ -25,8 +25,8 @@ from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.security import OpcUaSecurityError, Pki, apply
 from isthmus.connectors.opcua.source import OpcUaSource
-from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
+from tests.support import Collector
 
 pytestmark = [
     pytest.mark.integration,
@@ -89,17 +89,6 @@ async def secure(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Secu
     await server.start()
     yield Secure(server, f"opc.tcp://{HOST}:{port}/", ns, cert)
     await server.stop()
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-
-    async def emit(self, batch: Batch) -> None:
-        self.batches.append(batch)
-
-    def good(self) -> bool:
-        return any(bool((b.quality == Quality.GOOD).any()) for b in self.batches)
 
 
 def config(endpoint: str, ns: int, pki: Path, **extra: Any) -> OpcUaSourceConfig:

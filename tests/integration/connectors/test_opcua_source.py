@@ -19,6 +19,7 @@ from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
+from tests.support import Collector
 
 pytestmark = [
     pytest.mark.integration,
@@ -72,42 +73,6 @@ async def plant() -> AsyncIterator[Plant]:
     p = await start_plant(free_port())
     yield p
     await p.server.stop()
-
-
-class Collector:
-    """Collects emitted batches; ``wait_for`` scans forward from the previous match."""
-
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-        self._changed = asyncio.Event()
-        self._cursor = 0
-
-    async def emit(self, batch: Batch) -> None:
-        self.batches.append(batch)
-        self._changed.set()
-
-    def rows(self) -> dict[int, tuple[float, int]]:
-        """Latest (value, quality) per tag over everything received."""
-        out: dict[int, tuple[float, int]] = {}
-        for b in self.batches:
-            for t, v, q in zip(
-                b.tag_id.tolist(), b.value.tolist(), b.quality.tolist(), strict=True
-            ):
-                out[t] = (v, q)
-        return out
-
-    async def wait_for(self, predicate: Callable[[Batch], bool], limit: float = 8.0) -> Batch:
-        async def scan() -> Batch:
-            while True:
-                while self._cursor < len(self.batches):
-                    batch = self.batches[self._cursor]
-                    self._cursor += 1
-                    if predicate(batch):
-                        return batch
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(scan(), limit)
 
 
 def make_source(endpoint: str, nodes: list[str], collector: Collector) -> OpcUaSource:
@@ -176,7 +141,7 @@ async def test_subscribes_and_batches_changes(
         first = await collector.wait_for(lambda b: len(b) >= 3)
         assert len(set(first.tag_id.tolist())) == len(first)
         await collector.wait_for(has(204, quality=Quality.BAD_CONFIGURATION_ERROR))
-        rows = collector.rows()
+        rows = collector.latest()
         assert rows[200] == (1.5, Quality.GOOD)
         assert rows[201] == (7.0, Quality.GOOD)
         assert rows[202] == (1.0, Quality.GOOD)

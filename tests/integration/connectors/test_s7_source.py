@@ -8,7 +8,7 @@ import contextlib
 import logging
 import struct
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from isthmus.connectors.s7.errors import WriteFailed, WriteRefused
 from isthmus.connectors.s7.source import S7Source
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
-from tests.support import free_port
+from tests.support import Collector, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]
 
@@ -111,30 +111,6 @@ def plc() -> Iterator[Plc]:
         yield p
     finally:
         p.stop()
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-        self._changed = asyncio.Event()
-        self._cursor = 0
-
-    async def emit(self, batch: Batch) -> None:
-        self.batches.append(batch)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[Batch], bool], limit: float = 5.0) -> Batch:
-        async def scan() -> Batch:
-            while True:
-                while self._cursor < len(self.batches):
-                    batch = self.batches[self._cursor]
-                    self._cursor += 1
-                    if predicate(batch):
-                        return batch
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(scan(), limit)
 
 
 def make_source(

@@ -14,22 +14,7 @@ import numpy as np
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.mqtt.config import MqttSourceConfig, MqttTagConfig
 from isthmus.connectors.mqtt.source import MqttSource
-from isthmus.model.batch import Batch
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-
-    async def emit(self, batch: Batch) -> None:
-        self.batches.append(batch)
-
-    def all(self) -> Batch:
-        return Batch.concat(self.batches)
-
-    def rows(self) -> list[tuple[int, float, int]]:
-        b = self.all()
-        return list(zip(b.tag_id.tolist(), b.value.tolist(), b.quality.tolist(), strict=True))
+from tests.support import Collector
 
 
 def make_source(

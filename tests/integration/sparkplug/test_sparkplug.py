@@ -34,7 +34,8 @@ from isthmus.model.quality import Quality
 from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.transport.local import LocalTransport
 from tests.integration.mqtt.conftest import Broker
-from tests.integration.mqtt.helpers import Collector, wait_for
+from tests.integration.mqtt.helpers import wait_for
+from tests.support import Collector
 
 Payload: Any = getattr(sparkplug_b_pb2, "Payload")  # noqa: B009 - generated, untyped
 

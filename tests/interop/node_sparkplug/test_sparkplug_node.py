@@ -35,8 +35,8 @@ from isthmus.model.quality import Quality
 from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.transport.local import LocalTransport
 from tests.integration.mqtt.conftest import Broker, broker
-from tests.integration.mqtt.helpers import Collector, wait_for
-from tests.support import require_binary
+from tests.integration.mqtt.helpers import wait_for
+from tests.support import Collector, require_binary
 
 __all__ = ["broker"]
 
