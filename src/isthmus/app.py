@@ -26,6 +26,7 @@ from isthmus.model.clock import Clock, SystemClock
 from isthmus.model.config import PlantConfig, SourceConfig, TagConfig
 from isthmus.model.errors import IsthmusError
 from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
+from isthmus.pipeline.events import EventLog
 from isthmus.pipeline.ingest import Ingest
 from isthmus.pipeline.metrics import Metrics
 from isthmus.pipeline.qualify import Qualifier
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("isthmus")
 
 SERVER_FILE = "server.json"
+EVENTS_FILE = "events.jsonl"
+EVENT_TICK_S = 5.0
 CLI_TOKEN_TTL_S = 365 * 86400.0
 """The local CLI token is rewritten at every start; whoever can read it can read the
 signing key beside it too, so a long life adds no exposure."""
@@ -68,6 +71,8 @@ class Runtime:
     version: str = __version__
     uns: UnsPublisher | None = None
     """Publishes the Unified Namespace when the plant config has a ``uns:`` section."""
+    events: EventLog = field(default_factory=EventLog)
+    """Rejected frames, outages, overflows: once per burst, also in DATA_DIR/events.jsonl."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def source_status(self) -> dict[str, bool]:
@@ -109,6 +114,7 @@ def build_runtime(
     ]
     catalog = TagCatalog(entries)
     metrics = Metrics()
+    events = EventLog(path=data_dir / EVENTS_FILE, clock=clock)
     transport = LocalTransport(metrics)
     ingest = Ingest(Qualifier(catalog), transport, metrics, clock)
     writer = HistorianWriter(
@@ -118,7 +124,8 @@ def build_runtime(
         clock,
         flush_interval=plant.pipeline.flush_interval,
         queue_batches=plant.pipeline.queue_batches,
-        retention_s=plant.storage.retention,
+        retention_s=plant.storage.retention.default.raw,
+        events=events,
     )
     sources: list[Source] = []
     for cfg in enabled:
@@ -131,6 +138,7 @@ def build_runtime(
             metrics=metrics,
             log=logging.getLogger(f"isthmus.source.{cfg.name}"),
             data_dir=data_dir,
+            events=events,
         )
         sources.append(connectors.get(cfg.type).factory(cfg, bound, ctx))
     uns: UnsPublisher | None = None
@@ -159,6 +167,7 @@ def build_runtime(
         sources=sources,
         started_ns=clock.now_ns(),
         uns=uns,
+        events=events,
     )
 
 
@@ -170,6 +179,7 @@ async def start_pipeline(rt: Runtime) -> None:
             rt.ingest.watch_stale(rt.plant.pipeline.stale_check_interval), name="stale-watch"
         )
     )
+    rt.tasks.append(asyncio.create_task(_event_tick(rt.events), name="event-tick"))
     if rt.uns is not None:
         # Before the sources: it subscribes to the transport when its task first runs.
         rt.tasks.append(asyncio.create_task(rt.uns.run(), name="uns-publisher"))
@@ -183,7 +193,7 @@ async def stop_pipeline(rt: Runtime, grace: float = 3.0) -> None:
     by_role: list[list[asyncio.Task[Any]]] = [
         [t for t in rt.tasks if t.get_name().startswith("source-")],
         [t for t in rt.tasks if t.get_name() == "uns-publisher"],
-        [t for t in rt.tasks if t.get_name() == "stale-watch"],
+        [t for t in rt.tasks if t.get_name() in ("stale-watch", "event-tick")],
         [t for t in rt.tasks if t.get_name() == "historian-writer"],
     ]
     for group in by_role:
@@ -197,7 +207,15 @@ async def stop_pipeline(rt: Runtime, grace: float = 3.0) -> None:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("task %s failed: %s", task.get_name(), task.exception())
     rt.tasks.clear()
+    rt.events.tick(force=True)
     rt.store.close()
+
+
+async def _event_tick(events: EventLog) -> None:
+    """Report the tails of finished bursts (see BurstLog.flush)."""
+    while True:
+        await asyncio.sleep(EVENT_TICK_S)
+        events.tick()
 
 
 class _Server:
@@ -299,6 +317,7 @@ def api_context(rt: Runtime) -> ApiContext:
         started_ns=rt.started_ns,
         version=rt.version,
         source_status=rt.source_status,
+        events=rt.events,
     )
 
 

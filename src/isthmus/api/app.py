@@ -10,7 +10,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from isthmus.api.context import ApiContext
 from isthmus.api.problems import GuardMiddleware, install_problem_handlers
-from isthmus.api.routers import auth, health, stream, tags
+from isthmus.api.routers import auth, events, health, stream, tags
 from isthmus.web import STATIC_DIR
 
 # The page loads only its own script and style and talks only to its own origin.
@@ -36,7 +36,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     install_problem_handlers(app)
     app.add_middleware(GuardMiddleware)
-    for module in (health, auth, tags, stream):
+    for module in (health, auth, tags, events, stream):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

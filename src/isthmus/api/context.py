@@ -9,6 +9,7 @@ from isthmus import __version__
 from isthmus.historian.base import Store
 from isthmus.model.clock import Clock
 from isthmus.pipeline.catalog import TagCatalog
+from isthmus.pipeline.events import EventLog
 from isthmus.pipeline.metrics import Metrics
 from isthmus.security.identity import Identity
 from isthmus.transport.local import LocalTransport
@@ -38,6 +39,7 @@ class ApiContext:
     source_status: Callable[[], dict[str, bool]] = field(default=_no_sources)
     """Connected or not, per source name."""
     samples_written_metric: str = SAMPLES_WRITTEN_METRIC
+    events: EventLog = field(default_factory=EventLog)
 
     def __post_init__(self) -> None:
         if self.started_ns == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -117,3 +118,19 @@ class InterpolatedSamples(BaseModel):
     interval: str
     method: str = Field(description="previous (value in force) or linear")
     values: list[Sample]
+
+
+class EventOut(BaseModel):
+    id: int
+    ts_ns: int
+    kind: str = Field(description="dotted, most general first: source.malformed, link.lost")
+    source: str
+    severity: str = Field(description="info, warning or critical")
+    message: str
+    count: int = Field(description="occurrences this event stands for (a burst is one event)")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_after: int = Field(description="pass as `after` to get the following events")

@@ -33,8 +33,10 @@ import numpy.typing as npt
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock, SystemClock
 from isthmus.model.config import SourceConfig, TagConfig
+from isthmus.model.events import Severity
 from isthmus.model.quality import Quality
-from isthmus.pipeline.metrics import Metrics
+from isthmus.pipeline.events import EventLog
+from isthmus.pipeline.metrics import BurstLog, Metrics
 
 TagT = TypeVar("TagT", bound=TagConfig)
 
@@ -58,6 +60,12 @@ class SourceContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("isthmus.source"))
     data_dir: Path | None = None
     """Where the running system keeps its state (certificates, keys); None in tests."""
+    events: EventLog = field(default_factory=EventLog)
+    """Where rejected frames, outages and overflows are reported (once per burst)."""
+
+    def burst_log(self, source: str) -> BurstLog:
+        """The source's once-per-burst logger; every line is also an event ``source.<key>``."""
+        return BurstLog(self.log, events=self.events, source=source, prefix="source")
 
 
 class Source(Protocol):
@@ -128,6 +136,7 @@ class Link:
     ) -> None:
         self.connected = False
         self._label = f"{kind} source {name}"
+        self._name = name
         self._target = target
         self._tag_ids = tag_ids
         self._ctx = ctx
@@ -175,6 +184,13 @@ class Link:
             self._ctx.log.info(
                 "%s: connected again to %s after %.1f s", self._label, self._target, down
             )
+            self._ctx.events.raise_event(
+                "link.restored",
+                self._name,
+                f"{self._label}: connected again to {self._target} after {down:.1f} s",
+                severity=Severity.INFO,
+                down_s=round(down, 3),
+            )
 
     async def down(self, reason: str) -> None:
         self.connected = False
@@ -184,6 +200,13 @@ class Link:
         self._since = time.monotonic()
         self._ctx.log.warning(
             "%s: %s unreachable (%s); tags Bad, reconnecting", self._label, self._target, reason
+        )
+        self._ctx.events.raise_event(
+            "link.lost",
+            self._name,
+            f"{self._label}: {self._target} unreachable ({reason})",
+            target=self._target,
+            tags=len(self._tag_ids),
         )
         n = len(self._tag_ids)
         if n:

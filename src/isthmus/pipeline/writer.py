@@ -15,6 +15,7 @@ from isthmus.connectors.base import Backoff
 from isthmus.historian.base import Store
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock
+from isthmus.pipeline.events import EventLog
 from isthmus.pipeline.metrics import BurstLog, Metrics
 from isthmus.transport.local import LocalTransport
 
@@ -34,6 +35,7 @@ class HistorianWriter:
         flush_interval: float = 0.25,
         queue_batches: int = 256,
         retention_s: float | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -41,7 +43,7 @@ class HistorianWriter:
         self.flush_interval = flush_interval
         self.retention_s = retention_s
         self._sub = transport.subscribe("historian", maxsize=queue_batches, policy="block")
-        self._burst = BurstLog(log)
+        self._burst = BurstLog(log, events=events, source="historian", prefix="historian")
         self._last_purge = 0.0
 
     async def run(self) -> None:

@@ -192,6 +192,9 @@ async def test_outage_is_bad_once_then_recovers(caplog: pytest.LogCaptureFixture
     infos = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.INFO]
     assert any("connected again" in r.getMessage() for r in infos)
     assert source.ctx.metrics.counters["source.plc1.reconnects"] == 1
+    # One event for the outage, one for the recovery.
+    kinds = [(e.kind, e.source) for e in source.ctx.events.recent()]
+    assert kinds == [("link.lost", "plc1"), ("link.restored", "plc1")]
 
 
 async def test_unreachable_at_start_is_bad_once_and_cancel_is_prompt() -> None:

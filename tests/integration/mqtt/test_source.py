@@ -114,6 +114,12 @@ async def test_malformed_flood_is_counted_and_survived(broker: Broker) -> None:
         await wait_for(lambda: 7.0 in values_of(out, level).tolist())
         assert source.connected
     assert ctx.metrics.counters["source.mq.rejected"] == 1000
+    # Reported as events, a few per burst, whose counts add up to every rejected frame.
+    ctx.events.tick(force=True)
+    rejected = [e for e in ctx.events.recent(kind="source.rejected", limit=10_000)]
+    assert 1 <= len(rejected) <= 5, [e.message for e in rejected]
+    assert sum(e.count for e in rejected) == 1000
+    assert {e.source for e in rejected} == {"mq"}
     b = out.all()
     bad = b.quality[b.tag_id == level] == Quality.BAD_DECODING_ERROR
     assert int(bad.sum()) == 1000  # attributable: the topic maps onto the tag

@@ -36,7 +36,6 @@ from isthmus.connectors.mqtt.mapping import (
     parse_topic,
 )
 from isthmus.model.batch import Batch
-from isthmus.pipeline.metrics import BurstLog
 
 RESOLVE_CACHE_MAX = 4096
 SUBACK_FAILURE = 0x80
@@ -82,7 +81,7 @@ class MqttSource:
             for s in config.subscriptions
         ]
         self._cache: dict[str, list[_Route]] = {}
-        self._burst = BurstLog(ctx.log)
+        self._burst = ctx.burst_log(self.name)
         ids = np.array([t.tag_id for t in tags], dtype=np.int32)
         self._link = Link("MQTT", config.name, f"{config.host}:{config.port}", ids, ctx)
         self._tag_ids: list[int] = []

@@ -67,7 +67,6 @@ from isthmus.connectors.s7.errors import WriteFailed, WriteNotConfirmed, WriteRe
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.model.quality import Quality
-from isthmus.pipeline.metrics import BurstLog
 
 T = TypeVar("T")
 
@@ -144,7 +143,7 @@ class S7Source:
         self._client: Client | None = None
         self._executor = self._new_executor()
         self._link = Link("s7", self.name, config.target, self._tag_ids, ctx)
-        self._burst = BurstLog(ctx.log)
+        self._burst = ctx.burst_log(self.name)
         prefix = f"source.{self.name}"
         self._m_requests = f"{prefix}.requests"
         self._m_values = f"{prefix}.values"

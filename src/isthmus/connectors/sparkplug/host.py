@@ -50,7 +50,6 @@ from isthmus.connectors.sparkplug.config import SparkplugSourceConfig, Sparkplug
 from isthmus.connectors.sparkplug.host_state import Death, Event, HostState, Rebirth, Update
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
-from isthmus.pipeline.metrics import BurstLog
 
 TICK = 0.25
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -106,7 +105,7 @@ class SparkplugHost:
         )
         self._resolved: dict[tuple[str, str, str | None, str], int | None] = {}
         self._device_tags: dict[DeviceKey, set[int]] = defaultdict(set)
-        self._burst = BurstLog(ctx.log)
+        self._burst = ctx.burst_log(self.name)
         ids = np.array([t.tag_id for t in tags], dtype=np.int32)
         self._link = Link("Sparkplug", config.name, f"{config.host}:{config.port}", ids, ctx)
         self._counted: dict[str, int] = {}
