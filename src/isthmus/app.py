@@ -36,6 +36,7 @@ from isthmus.transport.local import LocalTransport
 
 if TYPE_CHECKING:
     from isthmus.api.context import ApiContext
+    from isthmus.connectors.sparkplug.edge import SparkplugEdge
     from isthmus.transport.mqtt import UnsPublisher
 
 log = logging.getLogger("isthmus")
@@ -71,6 +72,8 @@ class Runtime:
     version: str = __version__
     uns: UnsPublisher | None = None
     """Publishes the Unified Namespace when the plant config has a ``uns:`` section."""
+    sparkplug_edge: SparkplugEdge | None = None
+    """Publishes every tag as a Sparkplug B edge node (``sparkplug_edge:`` section)."""
     events: EventLog = field(default_factory=EventLog)
     """Rejected frames, outages, overflows: once per burst, also in DATA_DIR/events.jsonl."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -124,7 +127,7 @@ def build_runtime(
         clock,
         flush_interval=plant.pipeline.flush_interval,
         queue_batches=plant.pipeline.queue_batches,
-        retention_s=plant.storage.retention.default.raw,
+        retention_s=plant.storage.retention,
         events=events,
     )
     sources: list[Source] = []
@@ -153,6 +156,13 @@ def build_runtime(
             client_id=f"isthmus-uns-{plant.enterprise}-{plant.site}",
             queue_batches=plant.pipeline.queue_batches,
         )
+    sparkplug_edge: SparkplugEdge | None = None
+    if plant.sparkplug_edge is not None:
+        from isthmus.connectors.sparkplug.edge import SparkplugEdge
+
+        sparkplug_edge = SparkplugEdge(
+            plant.sparkplug_edge, catalog, transport, metrics, clock, state_dir=data_dir
+        )
     return Runtime(
         plant=plant,
         source_configs=list(source_configs),
@@ -167,6 +177,7 @@ def build_runtime(
         sources=sources,
         started_ns=clock.now_ns(),
         uns=uns,
+        sparkplug_edge=sparkplug_edge,
         events=events,
     )
 
@@ -183,6 +194,8 @@ async def start_pipeline(rt: Runtime) -> None:
     if rt.uns is not None:
         # Before the sources: it subscribes to the transport when its task first runs.
         rt.tasks.append(asyncio.create_task(rt.uns.run(), name="uns-publisher"))
+    if rt.sparkplug_edge is not None:
+        rt.tasks.append(asyncio.create_task(rt.sparkplug_edge.run(), name="sparkplug-edge"))
     for source in rt.sources:
         rt.tasks.append(asyncio.create_task(source.run(), name=f"source-{source.name}"))
 
@@ -192,7 +205,7 @@ async def stop_pipeline(rt: Runtime, grace: float = 3.0) -> None:
     flushes), then the store."""
     by_role: list[list[asyncio.Task[Any]]] = [
         [t for t in rt.tasks if t.get_name().startswith("source-")],
-        [t for t in rt.tasks if t.get_name() == "uns-publisher"],
+        [t for t in rt.tasks if t.get_name() in ("uns-publisher", "sparkplug-edge")],
         [t for t in rt.tasks if t.get_name() in ("stale-watch", "event-tick")],
         [t for t in rt.tasks if t.get_name() == "historian-writer"],
     ]

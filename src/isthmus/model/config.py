@@ -225,6 +225,32 @@ Hierarchy = dict[str, dict[str, dict[str, list[str]]]]
 """area → line → cell → [equipment]"""
 
 
+_SPARKPLUG_ID = re.compile(r"^[^/+#\s]+$")
+
+
+class SparkplugEdgeConfig(MqttBroker):
+    """Publishing our own tags as a Sparkplug B edge node: one device per equipment
+    (device id ``area:line:cell:equipment``), one metric per tag (name = the tag name)."""
+
+    group: str = Field(description="Sparkplug group id")
+    edge_node: str = Field(description="Sparkplug edge node id")
+    client_id: str = Field(default="", description="MQTT client id; empty: isthmus-edge-<node>")
+    qos: Literal[0, 1] = Field(default=0, description="QoS of NDATA/DDATA (births use 0 too)")
+    queue_batches: int = Field(default=256, ge=1, description="local transport queue bound")
+    data_datatype: bool = Field(
+        default=True,
+        description="include each metric's datatype in DDATA (Sparkplug 3.0 says it should "
+        "not; decoders such as Eclipse Tahu JS need it); false: aliases and values only",
+    )
+
+    @field_validator("group", "edge_node")
+    @classmethod
+    def _ids(cls, value: str) -> str:
+        if not _SPARKPLUG_ID.match(value):
+            raise ValueError(f"id {value!r}: no '/', '+', '#' or spaces")
+        return value
+
+
 class PlantConfig(Strict):
     version: Literal[1] = Field(default=1, description="configuration format version")
     enterprise: str = Field(description="ISA-95 enterprise: first segment of every UNS path")
@@ -241,6 +267,10 @@ class PlantConfig(Strict):
     )
     uns: UnsConfig | None = Field(
         default=None, description="publish the Unified Namespace to an MQTT broker"
+    )
+    sparkplug_edge: SparkplugEdgeConfig | None = Field(
+        default=None,
+        description="publish every tag as a Sparkplug B edge node (one device per equipment)",
     )
 
     @field_validator("enterprise", "site")

@@ -228,7 +228,7 @@ def test_sample_yaml_and_docs_examples_validate() -> None:
     examples = re.findall(r"```yaml\n(.*?)```", page, re.S)
     source = yaml.safe_load(examples[0])
     SparkplugSourceConfig.model_validate(source)
-    edge = yaml.safe_load(examples[1])
+    edge = yaml.safe_load(examples[1])["sparkplug_edge"]
     SparkplugEdgeConfig.model_validate(edge)
     for name in SparkplugSourceConfig.model_fields:
         assert f"`{name}`" in page, name

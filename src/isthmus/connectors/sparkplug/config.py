@@ -1,4 +1,7 @@
-"""Sparkplug B configuration (pure): the host application source and the edge node."""
+"""Sparkplug B configuration (pure): the host application source and the edge node.
+
+The edge node's :class:`SparkplugEdgeConfig` lives in :mod:`isthmus.model.config` (it is
+the plant config's ``sparkplug_edge:`` section) and is re-exported here."""
 
 from __future__ import annotations
 
@@ -7,8 +10,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from isthmus.model.config import TAG_PATH_DEPTH, MqttBroker, SourceConfig, TagConfig
+from isthmus.model.config import (
+    TAG_PATH_DEPTH,
+    MqttBroker,
+    SourceConfig,
+    SparkplugEdgeConfig,
+    TagConfig,
+)
 from isthmus.model.durations import Duration
+
+__all__ = ["SparkplugEdgeConfig", "SparkplugSourceConfig", "check_template"]
 
 TEMPLATE_VARIABLES = frozenset({"group", "node", "device", "device_path", "metric"})
 _VARIABLE = re.compile(r"\{([^{}]*)\}")
@@ -106,24 +117,3 @@ class SparkplugSourceConfig(SourceConfig, MqttBroker):
     @classmethod
     def _template(cls, value: str) -> str:
         return check_template(value)
-
-
-class SparkplugEdgeConfig(MqttBroker):
-    """Publishing our own tags as a Sparkplug B edge node: one device per equipment
-    (device id ``area:line:cell:equipment``), one metric per tag (name = the tag name)."""
-
-    group: str = Field(description="Sparkplug group id")
-    edge_node: str = Field(description="Sparkplug edge node id")
-    client_id: str = Field(default="", description="MQTT client id; empty: isthmus-edge-<node>")
-    qos: Literal[0, 1] = Field(default=0, description="QoS of NDATA/DDATA (births use 0 too)")
-    queue_batches: int = Field(default=256, ge=1, description="local transport queue bound")
-    data_datatype: bool = Field(
-        default=True,
-        description="include each metric's datatype in DDATA (Sparkplug 3.0 says it should "
-        "not; decoders such as Eclipse Tahu JS need it); false: aliases and values only",
-    )
-
-    @field_validator("group", "edge_node")
-    @classmethod
-    def _ids(cls, value: str) -> str:
-        return _sparkplug_id(value, "id")

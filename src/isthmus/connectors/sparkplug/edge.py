@@ -23,7 +23,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
 import numpy as np
@@ -78,6 +80,7 @@ class SparkplugEdge:
         transport: LocalTransport,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.config = config
         self._transport = transport
@@ -93,7 +96,12 @@ class SparkplugEdge:
             self.devices.setdefault(dev, []).append(entry.tag_id)
         self._latest: dict[int, tuple[int, float, int]] = {}
         self._seq = 0
-        self.bd_seq = self._clock.now_ns() // 1_000_000_000 % 256
+        self._bd_seq_file = (
+            state_dir / f"sparkplug-edge-{config.group}-{config.edge_node}.bdseq"
+            if state_dir is not None
+            else None
+        )
+        self.bd_seq = self._load_bd_seq()
         self._client: aiomqtt.Client | None = None
         self._lock = asyncio.Lock()
         self._sub: Subscription | None = None
@@ -112,6 +120,29 @@ class SparkplugEdge:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    def _load_bd_seq(self) -> int:
+        """The last session's bdSeq (each session uses the next one); without a state
+        directory, a value from the clock (a restart then most likely differs)."""
+        if self._bd_seq_file is not None:
+            try:
+                return int(self._bd_seq_file.read_text().strip()) % 256
+            except (OSError, ValueError):
+                return 255  # first session: bdSeq 0
+        return self._clock.now_ns() // 1_000_000_000 % 256
+
+    def _next_bd_seq(self) -> int:
+        """Advance and persist bdSeq before the session's will is registered, so a host
+        never sees the same bdSeq for two sessions, even across restarts."""
+        self.bd_seq = (self.bd_seq + 1) % 256
+        if self._bd_seq_file is not None:
+            tmp = self._bd_seq_file.with_suffix(".tmp")
+            try:
+                tmp.write_text(str(self.bd_seq))
+                os.replace(tmp, self._bd_seq_file)
+            except OSError as exc:
+                log.warning("Sparkplug edge: cannot persist bdSeq in %s: %s", tmp, exc)
+        return self.bd_seq
 
     # ------------------------------------------------------------------ payloads
 
@@ -252,7 +283,7 @@ class SparkplugEdge:
         try:
             while True:
                 try:
-                    self.bd_seq = (self.bd_seq + 1) % 256
+                    self._next_bd_seq()
                     death_topic = topic(cfg.group, "NDEATH", cfg.edge_node)
                     # Sparkplug 3.0: the NDEATH will is QoS 1 and not retained.
                     death = aiomqtt.Will(death_topic, self.ndeath_payload(), qos=1, retain=False)
