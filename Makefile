@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NODE_PEERS := tests/interop/node/node_modules/.installed \
               tests/interop/node_sparkplug/node_modules/.installed
 
-.PHONY: demo test lint typecheck unit bench clean interop-peers
+.PHONY: demo test lint typecheck unit bench fuzz clean interop-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# Nightly-sized fuzzing of the decoders (make test runs a small number of cases).
+FUZZ_EXAMPLES ?= 100000
+fuzz: $(STAMP)
+	ISTHMUS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -o timeout=0 \
+	  tests/property/test_modbus_decode.py::test_random_responses_never_crash \
+	  tests/property/test_sparkplug_fuzz.py tests/property/test_mqtt_fuzz.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
