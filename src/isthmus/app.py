@@ -37,6 +37,7 @@ from isthmus.transport.local import LocalTransport
 if TYPE_CHECKING:
     from isthmus.api.context import ApiContext
     from isthmus.connectors.sparkplug.edge import SparkplugEdge
+    from isthmus.historian.scheduled_export import ScheduledExport
     from isthmus.transport.mqtt import UnsPublisher
 
 log = logging.getLogger("isthmus")
@@ -74,6 +75,8 @@ class Runtime:
     """Publishes the Unified Namespace when the plant config has a ``uns:`` section."""
     sparkplug_edge: SparkplugEdge | None = None
     """Publishes every tag as a Sparkplug B edge node (``sparkplug_edge:`` section)."""
+    scheduled_export: ScheduledExport | None = None
+    """The daily export to the data lake (``export:`` section)."""
     events: EventLog = field(default_factory=EventLog)
     """Rejected frames, outages, overflows: once per burst, also in DATA_DIR/events.jsonl."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -163,6 +166,14 @@ def build_runtime(
         sparkplug_edge = SparkplugEdge(
             plant.sparkplug_edge, catalog, transport, metrics, clock, state_dir=data_dir
         )
+    scheduled_export: ScheduledExport | None = None
+    if plant.export is not None:
+        from isthmus.historian.scheduled_export import ScheduledExport
+
+        units = {full_path(plant, t): t.unit for s in enabled for t in s.tags}
+        scheduled_export = ScheduledExport(
+            plant.export, store, data_dir, clock, metrics, events, units
+        )
     return Runtime(
         plant=plant,
         source_configs=list(source_configs),
@@ -178,6 +189,7 @@ def build_runtime(
         started_ns=clock.now_ns(),
         uns=uns,
         sparkplug_edge=sparkplug_edge,
+        scheduled_export=scheduled_export,
         events=events,
     )
 
@@ -196,6 +208,8 @@ async def start_pipeline(rt: Runtime) -> None:
         rt.tasks.append(asyncio.create_task(rt.uns.run(), name="uns-publisher"))
     if rt.sparkplug_edge is not None:
         rt.tasks.append(asyncio.create_task(rt.sparkplug_edge.run(), name="sparkplug-edge"))
+    if rt.scheduled_export is not None:
+        rt.tasks.append(asyncio.create_task(rt.scheduled_export.run(), name="scheduled-export"))
     for source in rt.sources:
         rt.tasks.append(asyncio.create_task(source.run(), name=f"source-{source.name}"))
 
@@ -206,7 +220,7 @@ async def stop_pipeline(rt: Runtime, grace: float = 3.0) -> None:
     by_role: list[list[asyncio.Task[Any]]] = [
         [t for t in rt.tasks if t.get_name().startswith("source-")],
         [t for t in rt.tasks if t.get_name() in ("uns-publisher", "sparkplug-edge")],
-        [t for t in rt.tasks if t.get_name() in ("stale-watch", "event-tick")],
+        [t for t in rt.tasks if t.get_name() in ("stale-watch", "event-tick", "scheduled-export")],
         [t for t in rt.tasks if t.get_name() == "historian-writer"],
     ]
     for group in by_role:

@@ -649,7 +649,8 @@ def run_export(
     busy = (
         f"the historian in {data_dir} is held by a running server"
         + (f" ({url})" if url else "")
-        + ": stop it (Ctrl-C) before exporting, or read the history through its API"
+        + ": stop it (Ctrl-C) before exporting, read the history through its API, or let "
+        "the server export on a schedule (the export: section of the plant config)"
     )
     if url is not None and is_embedded(plant.storage):
         raise IsthmusError(busy)

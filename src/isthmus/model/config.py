@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from isthmus.model.durations import Duration
+from isthmus.model.durations import Duration, TimeOfDay
 
 SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TAG_PATH_DEPTH = 5  # area/line/cell/equipment/tag, below enterprise/site
@@ -251,6 +251,28 @@ class SparkplugEdgeConfig(MqttBroker):
         return value
 
 
+class ExportConfig(Strict):
+    """The scheduled export to the data lake (the same files as ``isthmus export``)."""
+
+    dest: str = Field(description="destination directory (relative: below the data dir)")
+    format: Literal["parquet", "csv"] = Field(default="parquet", description="file format")
+    tags: str | None = Field(
+        default=None, description="glob over UNS paths (null: every tag), as --tags"
+    )
+    at: TimeOfDay = Field(
+        default="00:30",
+        validate_default=True,
+        description='UTC time of day of the daily run, "HH:MM"',
+    )
+    days: int = Field(
+        default=2,
+        ge=1,
+        le=366,
+        description="whole UTC days before today (re)written by each run (late data, "
+        "catch-up after downtime)",
+    )
+
+
 class PlantConfig(Strict):
     version: Literal[1] = Field(default=1, description="configuration format version")
     enterprise: str = Field(description="ISA-95 enterprise: first segment of every UNS path")
@@ -271,6 +293,9 @@ class PlantConfig(Strict):
     sparkplug_edge: SparkplugEdgeConfig | None = Field(
         default=None,
         description="publish every tag as a Sparkplug B edge node (one device per equipment)",
+    )
+    export: ExportConfig | None = Field(
+        default=None, description="scheduled daily export to the data lake (Parquet/CSV)"
     )
 
     @field_validator("enterprise", "site")

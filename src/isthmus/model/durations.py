@@ -56,6 +56,24 @@ Duration = Annotated[float, BeforeValidator(_duration_validator)]
 """A pydantic field type: accepts ``'10s'`` etc., stores float seconds."""
 
 
+_TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
+
+
+def _time_of_day_validator(value: object) -> float:
+    # YAML 1.1 reads an unquoted 00:30 as the number 30 (base 60): refuse numbers.
+    if not isinstance(value, str):
+        raise ValueError('a time of day is a quoted "HH:MM" (UTC), e.g. "00:30"')
+    match = _TIME_OF_DAY.match(value.strip())
+    if match is None:
+        raise ValueError(f'{value!r} is not a time of day: use "HH:MM" (UTC), e.g. "00:30"')
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600.0 + int(minutes) * 60.0 + int(seconds or 0)
+
+
+TimeOfDay = Annotated[float, BeforeValidator(_time_of_day_validator)]
+"""A pydantic field type: ``"HH:MM[:SS]"`` (UTC), stored as seconds after midnight."""
+
+
 def parse_time_ns(text: str, now_ns: int) -> int:
     """An absolute (ISO 8601) or relative (``-10m``, ``now``) time in ns since epoch."""
     text = text.strip()
