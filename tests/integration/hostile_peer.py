@@ -1,8 +1,9 @@
 """A hostile TCP peer for connector tests: a "device" that sends garbage, never answers,
-or floods.  It runs in its own process (a real device is another machine: its CPU is
-not ours) on 127.0.0.1 and reports what it did when stopped.
+or floods (``mqtt-oversize``: a "broker" announcing a 200 MB packet, then sending it).
+It runs in its own process (a real device is another machine: its CPU is not ours) on
+127.0.0.1 and reports what it did when stopped.
 
-    python tests/integration/hostile_peer.py garbage|silent|flood
+    python tests/integration/hostile_peer.py garbage|silent|flood|mqtt-oversize
 prints its port on the first line; on SIGTERM it prints ``connections received sent``.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-Mode = Literal["garbage", "silent", "flood"]
+Mode = Literal["garbage", "silent", "flood", "mqtt-oversize"]
 CHUNK = 64 * 1024
 
 
@@ -35,7 +36,14 @@ async def _serve_forever(mode: Mode) -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stats.connections += 1
         try:
-            if mode == "flood":
+            if mode == "mqtt-oversize":
+                # An MQTT PUBLISH header announcing 200 MB, then its "payload", forever.
+                await reader.read(4096)  # the client's CONNECT
+                writer.write(bytes([0x30]) + _remaining_length(200_000_000))
+                mode_flood = True
+            else:
+                mode_flood = mode == "flood"
+            if mode_flood:
                 # Ignore requests; push bytes as fast as the client takes them.
                 junk = os.urandom(CHUNK)
                 while True:
@@ -65,6 +73,16 @@ async def _serve_forever(mode: Mode) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     print(stats.connections, stats.bytes_received, stats.bytes_sent, flush=True)
+
+
+def _remaining_length(n: int) -> bytes:
+    """MQTT's variable-length integer."""
+    out = bytearray()
+    while True:
+        n, byte = divmod(n, 128)
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 @dataclass

@@ -171,6 +171,13 @@ class MqttBroker(Strict):
     )
     timeout: Duration = Field(default=5.0, description="connect, subscribe and publish timeout")
     reconnect_max: Duration = Field(default=30.0, description="longest pause between attempts")
+    max_packet_size: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=268_435_455,
+        description="largest MQTT packet accepted from the broker (bytes); a larger one "
+        "drops the connection",
+    )
 
     @model_validator(mode="after")
     def _broker_auth(self) -> MqttBroker:

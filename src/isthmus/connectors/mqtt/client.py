@@ -36,6 +36,8 @@ class Connection(Protocol):
     def password_env(self) -> str | None: ...
     @property
     def timeout(self) -> float: ...
+    @property
+    def max_packet_size(self) -> int: ...
 
 
 class SetupError(LinkLost):
@@ -93,7 +95,7 @@ def make_client(
     queue_type = None
     if max_queued_incoming is not None:
         queue_type = bounded_queue(on_drop or (lambda: None))
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         cfg.host,
         cfg.port,
         identifier=client_id,
@@ -108,3 +110,34 @@ def make_client(
         max_queued_incoming_messages=max_queued_incoming,
         max_inflight_messages=max_inflight,
     )
+    bound_receive(client, cfg.max_packet_size)
+    return client
+
+
+RECV_CHUNK = 64 * 1024
+
+
+def bound_receive(client: aiomqtt.Client, max_packet_size: int) -> None:
+    """Make paho's reads safe against a hostile or broken broker.
+
+    paho reads a packet's announced length (up to 256 MB in MQTT) with one
+    ``recv(length)``, which allocates the whole buffer up front, and accumulates packets
+    of any announced size: random bytes from a non-broker cost hundreds of MB.  Here each
+    read is at most 64 KiB, and a packet announced above ``max_packet_size`` ends the
+    connection (paho reports it lost; the source reconnects with backoff).  Relies on
+    paho 2.x's ``_sock_recv`` and ``_in_packet``; checked by the hostile-peer tests.
+    """
+    paho: Any = client._client
+    receive = paho._sock_recv
+
+    def bounded(bufsize: int) -> bytes:
+        announced = int(paho._in_packet.get("remaining_length", 0))
+        if paho._in_packet.get("have_remaining") and announced > max_packet_size:
+            raise OSError(
+                f"the broker announced a packet of {announced} bytes "
+                f"(max_packet_size {max_packet_size})"
+            )
+        data: bytes = receive(min(bufsize, RECV_CHUNK))
+        return data
+
+    paho._sock_recv = bounded

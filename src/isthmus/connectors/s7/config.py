@@ -202,7 +202,9 @@ class S7SourceConfig(PolledSourceConfig):
         default=ConnectionType.PG, description="pg, op or s7_basic (connection resource used)"
     )
     timeout: Duration = Field(
-        default=2.0, description="per request; a timeout drops the connection (reconnects)"
+        default=2.0,
+        description="per request (a connection: twice this); a timeout drops the connection "
+        "(reconnects)",
     )
     reconnect_max: Duration = Field(default=30.0, description="cap of the reconnect backoff")
     max_pdu: int = Field(

@@ -125,6 +125,10 @@ def parse_items(raw: bytes, count: int) -> list[bytes | int]:
     return items
 
 
+CONNECT_ROUND_TRIPS = 2
+"""A connection is two exchanges (ISO connection request, S7 setup communication)."""
+
+
 class S7Source:
     """Polls one S7 PLC (one connection) and emits a batch per poll group cycle."""
 
@@ -191,7 +195,14 @@ class S7Source:
     async def _session(self) -> None:
         client = Client()
         self._client = client
-        await self._call(self._connect_sync, client)
+        # snap7 waits 5 s for each step of the connection; a PLC (or something posing as
+        # one) that accepts TCP and never answers must cost no more than our timeout.
+        # On expiry ``supervise`` closes the client, which unblocks the worker thread.
+        limit = CONNECT_ROUND_TRIPS * self.config.timeout
+        try:
+            await asyncio.wait_for(self._call(self._connect_sync, client), limit)
+        except TimeoutError:
+            raise LinkLost(f"no answer to the connection request within {limit:.1f} s") from None
         self._link.up()
         pdu = max(64, min(int(client.pdu_length), self.config.max_pdu))
         if pdu != self.pdu:
