@@ -55,6 +55,7 @@ class TagOut(BaseModel):
     writable: bool
     criticality: str
     source: str
+    enum: dict[int, str] | None = Field(default=None, description="labels of enum values")
 
 
 class HierarchyNode(BaseModel):

@@ -75,6 +75,9 @@ class TagConfig(Strict):
     stale_after: Duration | None = Field(
         default=None, description="no update for this long → Uncertain_LastUsableValue"
     )
+    enum: dict[int, str] | None = Field(
+        default=None, description="labels of an enumeration's values: {0: Stopped, 1: Running}"
+    )
 
     @field_validator("path")
     @classmethod

@@ -206,6 +206,7 @@ async def test_tags(client: httpx.AsyncClient, auth: dict[str, str]) -> None:
         "writable": False,
         "criticality": "high",
         "source": "plc1",
+        "enum": None,
     }
     assert tags[POWER]["writable"] is True
     r = await client.get("/api/tags", params={"prefix": f"{PREFIX}/utilities/"}, headers=auth)

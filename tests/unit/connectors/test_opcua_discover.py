@@ -73,8 +73,9 @@ def test_builtin_types_map(ident: int, expected: DataType) -> None:
 def test_other_types_and_arrays_are_skipped_with_a_reason() -> None:
     dtype, why = data_type_of(nid(12), -1)
     assert dtype is None and "String" in why
-    dtype, why = data_type_of(nid(11), 1)
-    assert dtype is None and "array" in why
+    dtype, why = data_type_of(nid(11), 2)
+    assert dtype is None and "multi-dimensional array" in why
+    assert data_type_of(nid(11), 1) == (DataType.FLOAT64, "")  # elements of a 1-D array
     dtype, why = data_type_of(nid(3001, 2), -1)
     assert dtype is None and "ns=2;i=3001" in why
 
@@ -145,3 +146,31 @@ def test_render_yaml_without_variables_is_still_valid() -> None:
 def test_default_source_name() -> None:
     assert default_source_name("opc.tcp://192.168.10.5:4840/") == "opcua-192.168.10.5"
     assert default_source_name("opc.tcp://plc-a:4840") == "opcua-plc-a"
+
+
+def test_render_yaml_writes_arrays_and_enumerations() -> None:
+    found = Discovery(
+        "opc.tcp://plc:4840/",
+        ["http://opcfoundation.org/UA/"],
+        [
+            Variable("ns=2;s=T", ("L", "Oven"), "Temps", DataType.FLOAT32, array_length=4),
+            Variable(
+                "ns=2;s=S",
+                ("L", "Oven"),
+                "State",
+                DataType.INT32,
+                enum={0: "Stopped", 1: 'Running "auto"'},
+                writable=True,
+            ),
+        ],
+    )
+    text = render_yaml(found, source_name="plc1")
+    assert "array_length: 4  # tags Temps.0 ... Temps.3" in text
+    _, sources = load_plant_config(text, "d.yaml", {"opcua": OpcUaSourceConfig})
+    (source,) = sources
+    assert isinstance(source, OpcUaSourceConfig)
+    by_path = {t.path: t for t in source.tags}
+    assert [p for p in by_path if "Temps" in p] == [f"L/main/main/Oven/Temps.{i}" for i in range(4)]
+    assert by_path["L/main/main/Oven/Temps.2"].index == 2
+    state = by_path["L/main/main/Oven/State"]
+    assert state.enum == {0: "Stopped", 1: 'Running "auto"'} and state.writable

@@ -59,6 +59,7 @@ def tag_out(entry: CatalogEntry) -> TagOut:
         writable=cfg.writable,
         criticality=str(cfg.criticality),
         source=entry.source,
+        enum=cfg.enum,
     )
 
 

@@ -4,8 +4,10 @@ Two halves:
 
 * :func:`browse` (I/O): from the Objects folder, breadth first, one batched ``Browse``
   per depth level (continuation points followed), then one batched ``Read`` of the
-  variables' DataType, ValueRank, AccessLevel and Description, then their
-  ``EngineeringUnits`` and ``EURange`` properties.  Standard nodes (namespace 0, e.g.
+  variables' DataType, ValueRank, ArrayDimensions, AccessLevel and Description, then
+  their ``EngineeringUnits`` and ``EURange`` properties, the labels of enumeration
+  DataTypes (``EnumStrings``/``EnumValues``) and the current length of arrays whose
+  ArrayDimensions are not fixed.  Standard nodes (namespace 0, e.g.
   the ``Server`` object) below Objects are skipped unless ``include_standard``.
 * :func:`render_yaml` (pure): the variables as a plant file with a minimal hierarchy
   and one ``type: opcua`` source, commented.
@@ -23,9 +25,11 @@ Names are sanitised to the segment rule (letters, digits, ``_ - .``; first chara
 letter or digit): other characters become ``_``.  A duplicate full path gets ``_2``,
 ``_3``... appended to the tag name.
 
-Variables reached through ``HasProperty`` (metadata such as ``EURange``) are not tags;
-variables whose type is not a number or a bool, or that are arrays, are listed as
-comments with the reason.
+Variables reached through ``HasProperty`` (metadata such as ``EURange``) are not tags.
+A one-dimensional array of numbers is written with ``array_length`` (one tag per
+element, ``<tag>.<i>``); an enumeration as ``int32`` with its ``enum`` labels.
+Variables whose type is not a number, a bool or an enumeration, multi-dimensional
+arrays, and arrays of unknown length are listed as comments with the reason.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from typing import Any
 
 from asyncua import ua
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.uaerrors import UaError
 
-from isthmus.connectors.opcua.config import OpcUaSourceConfig
+from isthmus.connectors.opcua.config import MAX_ARRAY_LENGTH, OpcUaSourceConfig
+from isthmus.connectors.opcua.nodes import enum_labels
 from isthmus.connectors.opcua.security import apply
 from isthmus.model.config import SEGMENT, DataType
 
@@ -104,6 +110,10 @@ class Variable:
     range: tuple[float, float] | None = None
     writable: bool = False
     description: str = ""
+    array_length: int | None = None
+    """A one-dimensional array: its number of elements (one tag each)."""
+    enum: dict[int, str] | None = None
+    """An enumeration: the labels of its values."""
     # Filled by browse; not rendered
     _ua_type: str = field(default="", repr=False)
 
@@ -144,9 +154,11 @@ def place(containers: Sequence[str]) -> tuple[str, str, str, str]:
 
 
 def data_type_of(type_id: Any, value_rank: int | None) -> tuple[DataType | None, str]:
-    """Our DataType for an OPC UA DataType node id, or None and why not."""
-    if value_rank is not None and value_rank >= 0:
-        return None, f"array (ValueRank {value_rank}): arrays are not read as tags yet"
+    """Our DataType for an OPC UA DataType node id (of the elements, for a
+    array: ValueRank 1, or 0 "one or more dimensions" until its value shows how many),
+    or None and why not."""
+    if value_rank is not None and value_rank >= 2:
+        return None, f"multi-dimensional array (ValueRank {value_rank}): not read as tags"
     ns = getattr(type_id, "NamespaceIndex", None)
     ident = getattr(type_id, "Identifier", None)
     if ns == _NS0 and isinstance(ident, int) and ident in _BUILTIN:
@@ -254,7 +266,16 @@ def render_yaml(
             w.append(f"        unit: {_q(var.unit)}")
         if var.range is not None:
             w.append(f"        range: [{_num(var.range[0])}, {_num(var.range[1])}]")
-        if var.writable:
+        if var.array_length is not None:
+            last = f"{path.rsplit('/', 1)[1]}.{var.array_length - 1}"
+            w.append(
+                f"        array_length: {var.array_length}  # tags "
+                f"{path.rsplit('/', 1)[1]}.0 ... {last}; or index: N for one element"
+            )
+        if var.enum:
+            labels = ", ".join(f"{k}: {_q(v)}" for k, v in sorted(var.enum.items()))
+            w.append(f"        enum: {{{labels}}}")
+        if var.writable and var.array_length is None:
             w.append("        writable: true  # AccessLevel has CurrentWrite")
         if var.description:
             w.append(f"        description: {_q(var.description)}")
@@ -381,18 +402,63 @@ async def browse(
         AttributeIds.ValueRank,
         AttributeIds.AccessLevel,
         AttributeIds.Description,
+        AttributeIds.ArrayDimensions,
     )
+    k = len(attrs)
     reads = await _read_many(client, [(nid, a) for nid, _, _ in found for a in attrs])
+    ranks: list[int | None] = []
+    unsized: list[int] = []  # arrays whose length is not fixed: read their value
     for i, var in enumerate(variables):
-        dtype, rank, access, desc = (_value(dv) for dv in reads[i * 4 : i * 4 + 4])
-        var.data_type, var.skip_reason = data_type_of(
-            dtype, int(rank) if isinstance(rank, int) else None
-        )
+        dtype, rank, access, desc, dims = (_value(dv) for dv in reads[i * k : i * k + k])
+        ranks.append(int(rank) if isinstance(rank, int) else None)
+        var.data_type, var.skip_reason = data_type_of(dtype, ranks[-1])
         if dtype is None:
             var.data_type, var.skip_reason = None, "DataType not readable"
         var.writable = isinstance(access, int) and bool(access & _CURRENT_WRITE)
         text = getattr(desc, "Text", None)
         var.description = str(text) if text and text != var.name else ""
+        if ranks[-1] in (0, 1) and var.data_type is not None:
+            if isinstance(dims, list) and len(dims) >= 2:
+                var.data_type = None
+                var.skip_reason = f"multi-dimensional array ({len(dims)} dimensions)"
+            elif isinstance(dims, list) and dims and isinstance(dims[0], int) and dims[0] > 0:
+                var.array_length = dims[0]
+            else:
+                unsized.append(i)
+
+    # Enumerations: a DataType with EnumStrings or EnumValues; stored as int32 numbers.
+    others = [i for i, v in enumerate(variables) if v.data_type is None and _value(reads[i * k])]
+    if others:
+        ids = [ua.NodeId.from_string(variables[i].node_id) for i in others]
+        try:
+            found_labels = await enum_labels(client, ids)
+        except UaError:  # a server without TranslateBrowsePaths: no enumerations
+            found_labels = [None] * len(ids)
+        for i, labels in zip(others, found_labels, strict=True):
+            if labels and ranks[i] in (None, -3, -2, -1, 0, 1):
+                variables[i].data_type, variables[i].skip_reason = DataType.INT32, ""
+                variables[i].enum = labels
+    if unsized:
+        now = await _read_many(
+            client,
+            [(ua.NodeId.from_string(variables[i].node_id), AttributeIds.Value) for i in unsized],
+        )
+        for i, dv in zip(unsized, now, strict=True):
+            value = _value(dv)
+            if isinstance(value, list) and any(isinstance(x, list) for x in value):
+                variables[i].data_type = None
+                variables[i].skip_reason = "multi-dimensional array: not read as tags"
+            elif isinstance(value, list | bytes) and value:
+                variables[i].array_length = len(value)
+    for var, rank in zip(variables, ranks, strict=True):
+        if rank not in (0, 1) or var.data_type is None:
+            continue
+        if var.array_length is None:
+            var.data_type = None
+            var.skip_reason = "array of unknown length (empty now): add array_length by hand"
+        elif var.array_length > MAX_ARRAY_LENGTH:
+            var.data_type = None
+            var.skip_reason = f"array of {var.array_length} elements (at most {MAX_ARRAY_LENGTH})"
 
     # EngineeringUnits and EURange properties of the numeric variables.
     numeric = [
@@ -443,7 +509,6 @@ async def discover(
     import asyncio
 
     from asyncua.client.client import Client
-    from asyncua.ua.uaerrors import UaError
 
     from isthmus.model.errors import ConnectionFailed
 

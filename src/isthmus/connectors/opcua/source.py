@@ -1,17 +1,23 @@
-"""OPC UA source: one subscription, one batch per publish response.
+"""OPC UA source: one subscription per tag group, one batch per publish response.
 
 asyncua's :class:`~asyncua.common.subscription.Subscription` turns every data change
 into its own event object and schedules a task per event for the handler.  We skip
 that path: :class:`BatchSubscription` overrides ``publish_callback`` (the coroutine the
 session's publish loop calls with each ``PublishResult``) and hands the whole
 ``DataChangeNotification`` to :meth:`OpcUaSource._on_datachange`, which builds one
-:class:`~isthmus.model.batch.Batch` with NumPy.  Client handles are the tag's index in
-the source, so mapping handles to tag ids is one fancy-index into a preallocated array.
+:class:`~isthmus.model.batch.Batch` with NumPy.  Client handles are the monitored
+item's index (:mod:`~isthmus.connectors.opcua.items`), so mapping handles to tags is
+one fancy-index into a preallocated array; an array item is split into its element
+tags.  Each subscription group is its own subscription, its items carrying the
+group's server-side ``DataChangeFilter`` (absolute or percent deadband).
 
 Qualities produced: the server's StatusCode as is (Good, Uncertain_*, Bad_*);
-``BAD_DECODING_ERROR`` for a value that is not a number or a bool;
-``BAD_CONFIGURATION_ERROR`` for a tag whose node the server refuses at subscribe time;
-``BAD_COMMUNICATION_ERROR`` for every tag, once, when the connection is lost.
+``BAD_DECODING_ERROR`` for a value that is not a number or a bool (or an array where a
+scalar is configured); ``BAD_OUT_OF_RANGE`` for an array element beyond the array the
+server sent; ``BAD_CONFIGURATION_ERROR`` for a tag whose node (or deadband) the server
+refuses at subscribe time, or with a percent deadband on a node without ``EURange``;
+``BAD_COMMUNICATION_ERROR`` for every tag, once, when the connection is lost or the
+server sends bytes that are not OPC UA (see :mod:`~isthmus.connectors.opcua.guard`).
 """
 
 from __future__ import annotations
@@ -31,15 +37,16 @@ from asyncua.client.client import Client
 from asyncua.common.subscription import Subscription
 from asyncua.ua import status_codes
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 
 from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
-from isthmus.connectors.opcua import security
-from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
+from isthmus.connectors.opcua import guard, nodes, security
+from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig, SubscriptionGroup
+from isthmus.connectors.opcua.items import plan_items
 from isthmus.model.batch import Batch
 from isthmus.model.errors import IsthmusError
 from isthmus.model.quality import SEVERITY_MASK, Quality, quality_name
-from isthmus.pipeline.metrics import BurstLog
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -98,6 +105,14 @@ _BUILD_INFO = {  # Server.ServerStatus.BuildInfo.*
     "product_uri": "i=2261",
 }
 _RUNNING = 0  # ServerState.Running
+_DEADBAND_TYPES = {"absolute": ua.DeadbandType.Absolute, "percent": ua.DeadbandType.Percent}
+# Status codes a server answers for a deadband it cannot apply: the hint to give.
+_FILTER_REFUSED = {
+    int(StatusCodes.BadFilterNotAllowed): "the server does not allow a deadband on this node",
+    int(StatusCodes.BadDeadbandFilterInvalid): "the deadband is invalid for this node",
+    int(StatusCodes.BadMonitoredItemFilterUnsupported): "the server supports no deadband",
+    int(StatusCodes.BadMonitoredItemFilterInvalid): "the server refuses the deadband",
+}
 
 
 def status_text(code: int) -> str:
@@ -197,8 +212,17 @@ class OpcUaSource:
         self.ctx = ctx
         self.tags = list(tags)
         self._tag_ids = np.array([t.tag_id for t in self.tags], dtype=np.int32)
-        # Handle i (the client handle of tag i) → its tag id; one slot per tag.
-        self._handle_to_tag = self._tag_ids.copy()
+        self._items = plan_items([t.config for t in self.tags])
+        # Handle h (the client handle of item h) → its tag's index; -1 for array items,
+        # whose element tags are in _arrays.
+        self._item_tag = np.array(
+            [it.tags[0] if it.elements is None else -1 for it in self._items], dtype=np.intp
+        )
+        self._arrays: dict[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]] = {
+            h: (np.array(it.tags, dtype=np.intp), np.array(it.elements, dtype=np.intp))
+            for h, it in enumerate(self._items)
+            if it.elements is not None
+        }
         self._client: Any = None
         self._lost: asyncio.Event | None = None
         self._lost_reason = ""
@@ -209,13 +233,15 @@ class OpcUaSource:
         self._gap_pending = np.zeros(len(self.tags), dtype=np.bool_)
         self._in_outage = False
         self._config_logged = False
-        self._burst = BurstLog(ctx.log)
+        self._burst = ctx.burst_log(self.name)
         prefix = f"source.{self.name}"
         self._m_publishes = f"{prefix}.publishes"
         self._m_notifications = f"{prefix}.notifications"
         self._m_values = f"{prefix}.values"
         self._m_errors = f"{prefix}.errors"
         self._m_decode = f"{prefix}.decode_errors"
+        self._m_array = f"{prefix}.array_errors"
+        self._m_rejected = f"{prefix}.rejected_frames"
         self._m_writes = f"{prefix}.writes"
         self._m_write_errors = f"{prefix}.write_errors"
         self._by_path: dict[str, int] = {}
@@ -228,7 +254,17 @@ class OpcUaSource:
         build_number, product_uri), read after each connect; empty before."""
         self.server_state: int | None = None
         """Last ServerStatus.State seen (0 Running); None before the first publish."""
-        self._status_handle = len(self.tags)  # client handle of the State item
+        self._status_handle = len(self._items)  # client handle of the State item
+        self._frame_reason = ""  # what the frame guard refused in this session, if any
+        self.subscriptions: dict[str, float] = {}
+        """Publishing interval (s) of each group's subscription, as the server revised
+        it; filled at each (re)subscribe."""
+        self.enum_labels: dict[int, dict[int, str]] = {}
+        """Labels of the enumeration tags by tag id: the tag's ``enum`` from the config,
+        else the node's EnumStrings/EnumValues read after subscribing."""
+        for tag in self.tags:
+            if tag.config.enum:
+                self.enum_labels[tag.tag_id] = dict(tag.config.enum)
 
     @property
     def connected(self) -> bool:
@@ -287,17 +323,86 @@ class OpcUaSource:
             lost.set()
 
         client.connection_lost_callback = on_lost
-        await asyncio.wait_for(security.apply(client, self.config), self.config.timeout * 2)
-        await asyncio.wait_for(client.connect(), self.config.timeout)
+        self._frame_reason = ""
+        guard.install(client, self._on_rejected_frame)
+        try:
+            await asyncio.wait_for(security.apply(client, self.config), self.config.timeout * 2)
+            await asyncio.wait_for(client.connect(), self.config.timeout)
+        except (TimeoutError, OSError, UaError):
+            if self._frame_reason:  # the real cause, rather than the timeout it led to
+                raise guard.FrameRejected(f"server sent {self._frame_reason}") from None
+            raise
         await asyncio.wait_for(self._read_build_info(client), self.config.timeout)
-        await asyncio.wait_for(self._subscribe(client), self.config.timeout * 2)
+        subscribe_limit = self.config.timeout * (2 + len(self.config.groups))  # a few requests each
+        await asyncio.wait_for(self._subscribe(client), subscribe_limit)
         self._link.up()
         self._in_outage = False
+        await self._read_enums(client)
         await lost.wait()
         raise _ConnectionLost(self._lost_reason or "connection lost")
 
     async def _subscribe(self, client: Any) -> None:
-        period_ms = self.config.publishing_interval * 1000.0
+        """One subscription per group (the default group first), then their items."""
+        self.subscriptions = {}
+        by_group: dict[str | None, list[int]] = {}
+        for handle, item in enumerate(self._items):
+            by_group.setdefault(item.group, []).append(handle)
+        order: list[str | None] = [None, *(g.name for g in self.config.groups)]
+        rejected: list[tuple[int, str]] = []
+        status_pending = True
+        for name in order:
+            handles = by_group.get(name, [])
+            if not handles and not (name is None and status_pending):
+                continue
+            group = self.config.group(name)
+            sub = await self._new_subscription(client, group)
+            requests: list[Any] = []
+            usable = await self._check_percent(client, group, handles, rejected)
+            for handle in usable:
+                node = self._items[handle].node
+                try:
+                    node_id = ua.NodeId.from_string(node)
+                except Exception as exc:
+                    rejected.append((handle, f"{node!r}: {exc}"))
+                    continue
+                requests.append(self._item_request(node_id, handle, group))
+            status_item = None
+            if status_pending:
+                status_pending = False
+                status_item = self._item_request(
+                    ua.NodeId.from_string(_SERVER_STATE),
+                    self._status_handle,
+                    SubscriptionGroup(name="status", sampling_interval=1.0, queue_size=1),
+                )
+                requests.append(status_item)
+            if not requests:
+                continue
+            outcomes = await sub.create_monitored_items(requests)
+            for request, outcome in zip(requests, outcomes, strict=True):
+                if not isinstance(outcome, ua.StatusCode):
+                    continue
+                if request is status_item:
+                    self.ctx.log.info(
+                        "opcua source %s: server state not watchable (%s)",
+                        self.name,
+                        quality_name(outcome.value),
+                    )
+                    continue
+                handle = request.RequestedParameters.ClientHandle
+                reason = f"{self._items[handle].node}: {status_text(outcome.value)}"
+                hint = _FILTER_REFUSED.get(int(outcome.value) & 0xFFFF0000)
+                if hint is not None and group.deadband is not None:
+                    reason += (
+                        f" ({hint}: group {group.name} asks a {group.deadband.type} deadband "
+                        f"of {group.deadband.value})"
+                    )
+                rejected.append((handle, reason))
+        if rejected:
+            await self._reject(rejected)
+
+    async def _new_subscription(self, client: Any, group: SubscriptionGroup) -> Any:
+        assert group.publishing_interval is not None
+        period_ms = group.publishing_interval * 1000.0
         params = ua.CreateSubscriptionParameters()
         params.RequestedPublishingInterval = period_ms
         params.RequestedLifetimeCount = 10000
@@ -310,46 +415,67 @@ class OpcUaSource:
         revised = client.get_subscription_revised_params(params, result)
         if revised:
             await sub.update(revised)
+        self.subscriptions[group.name] = float(result.RevisedPublishingInterval) / 1000.0
+        return sub
 
-        requests: list[Any] = []
-        rejected: list[tuple[int, str]] = []
-        sampling_ms = self.config.sampling_interval * 1000.0
-        for handle, tag in enumerate(self.tags):
+    async def _check_percent(
+        self,
+        client: Any,
+        group: SubscriptionGroup,
+        handles: list[int],
+        rejected: list[tuple[int, str]],
+    ) -> list[int]:
+        """A percent deadband is a percentage of the node's EURange: the items whose node
+        has no EURange property are refused here, with the reason (some servers would
+        silently send every change instead)."""
+        if group.deadband is None or group.deadband.type != "percent" or not handles:
+            return handles
+        ids: list[Any] = []
+        checked: list[int] = []
+        usable: list[int] = []
+        for handle in handles:
             try:
-                node_id = ua.NodeId.from_string(tag.config.node)
-            except Exception as exc:
-                rejected.append((handle, f"{tag.config.node!r}: {exc}"))
-                continue
-            requests.append(self._item_request(node_id, handle, sampling_ms))
-        status_item = self._item_request(
-            ua.NodeId.from_string(_SERVER_STATE), self._status_handle, 1000.0
-        )
-        requests.append(status_item)
-        outcomes = await sub.create_monitored_items(requests)
-        for request, outcome in zip(requests, outcomes, strict=True):
-            if isinstance(outcome, ua.StatusCode):
-                if request is status_item:
-                    self.ctx.log.info(
-                        "opcua source %s: server state not watchable (%s)",
-                        self.name,
-                        quality_name(outcome.value),
+                ids.append(ua.NodeId.from_string(self._items[handle].node))
+                checked.append(handle)
+            except Exception:
+                usable.append(handle)  # reported with the bad NodeId below
+        try:
+            ranges = await nodes.properties(client, ids, "EURange")
+        except UaError as exc:  # e.g. no TranslateBrowsePaths: let the server decide
+            self.ctx.log.info(
+                "opcua source %s: EURange of group %s not checked (%s)", self.name, group.name, exc
+            )
+            return handles
+        for handle, prop in zip(checked, ranges, strict=True):
+            if prop is None:
+                rejected.append(
+                    (
+                        handle,
+                        f"{self._items[handle].node}: group {group.name} asks a percent "
+                        "deadband, which needs an EURange property; the node has none "
+                        "(use an absolute deadband, or another group)",
                     )
-                else:
-                    handle = request.RequestedParameters.ClientHandle
-                    node = self.tags[handle].config.node
-                    rejected.append((handle, f"{node}: {status_text(outcome.value)}"))
-        if rejected:
-            await self._reject(rejected)
+                )
+            else:
+                usable.append(handle)
+        return usable
 
-    def _item_request(self, node_id: Any, handle: int, sampling_ms: float) -> Any:
+    def _item_request(self, node_id: Any, handle: int, group: SubscriptionGroup) -> Any:
+        assert group.sampling_interval is not None and group.queue_size is not None
         read = ua.ReadValueId()
         read.NodeId = node_id
         read.AttributeId = AttributeIds.Value
         params = ua.MonitoringParameters()
         params.ClientHandle = handle
-        params.SamplingInterval = sampling_ms
-        params.QueueSize = self.config.queue_size
+        params.SamplingInterval = group.sampling_interval * 1000.0
+        params.QueueSize = group.queue_size
         params.DiscardOldest = True
+        if group.deadband is not None:
+            flt = ua.DataChangeFilter()
+            flt.Trigger = ua.DataChangeTrigger.StatusValue
+            flt.DeadbandType = _DEADBAND_TYPES[group.deadband.type]
+            flt.DeadbandValue = group.deadband.value
+            params.Filter = flt
         request = ua.MonitoredItemCreateRequest()
         request.ItemToMonitor = read
         request.MonitoringMode = ua.MonitoringMode.Reporting
@@ -357,28 +483,62 @@ class OpcUaSource:
         return request
 
     async def _reject(self, rejected: list[tuple[int, str]]) -> None:
-        """Tags the server refused: Bad (configuration) once per subscribe, logged once."""
+        """Items the server (or the percent check) refused: their tags Bad
+        (configuration) once per subscribe, logged once."""
         if not self._config_logged:
             self._config_logged = True
             shown = "; ".join(reason for _, reason in rejected[:10])
             more = f" and {len(rejected) - 10} more" if len(rejected) > 10 else ""
             self.ctx.log.warning(
-                "opcua source %s: %d tag(s) cannot be subscribed: %s%s",
+                "opcua source %s: %d item(s) cannot be subscribed: %s%s",
                 self.name,
                 len(rejected),
                 shown,
                 more,
             )
-        self.ctx.metrics.inc(self._m_errors, len(rejected))
-        handles = np.array([h for h, _ in rejected], dtype=np.intp)
-        n = len(handles)
+        tags = np.array([t for h, _ in rejected for t in self._items[h].tags], dtype=np.intp)
+        n = len(tags)
+        self.ctx.metrics.inc(self._m_errors, n)
         await self.ctx.emit(
             Batch(
-                self._handle_to_tag[handles],
+                self._tag_ids[tags],
                 np.full(n, self.ctx.clock.now_ns(), dtype=np.int64),
                 np.full(n, np.nan, dtype=np.float64),
                 np.full(n, Quality.BAD_CONFIGURATION_ERROR, dtype=np.uint32),
             )
+        )
+
+    async def _read_enums(self, client: Any) -> None:
+        """Enumeration labels of the scalar tags' nodes, read once per connection (best
+        effort: a server that cannot answer leaves the configured labels only)."""
+        scalar = [i for i, t in enumerate(self.tags) if t.config.index is None]
+        ids: list[Any] = []
+        which: list[int] = []
+        for i in scalar:
+            with contextlib.suppress(Exception):
+                ids.append(ua.NodeId.from_string(self.tags[i].config.node))
+                which.append(i)
+        if not ids:
+            return
+        try:
+            found = await asyncio.wait_for(nodes.enum_labels(client, ids), self.config.timeout)
+        except (TimeoutError, OSError, ConnectionError, UaError) as exc:
+            self.ctx.log.info("opcua source %s: enumeration labels not read (%s)", self.name, exc)
+            return
+        for i, labels in zip(which, found, strict=True):
+            tag = self.tags[i]
+            if labels and not tag.config.enum:
+                self.enum_labels[tag.tag_id] = labels
+
+    def _on_rejected_frame(self, kind: str, text: str) -> None:
+        self._frame_reason = text
+        self.ctx.metrics.inc(self._m_rejected)
+        self._burst.warning(
+            f"rejected:{kind}",
+            "opcua source %s: %s sent %s; connection dropped",
+            self.name,
+            self.config.endpoint,
+            text,
         )
 
     async def _teardown(self) -> None:
@@ -591,39 +751,104 @@ class OpcUaSource:
             codes[good] = Quality.UNCERTAIN
 
         metrics = self.ctx.metrics
-        known = handles < len(self._handle_to_tag)
+        known = (handles >= 0) & (handles < len(self._item_tag))
         if not known.all():
             self._burst.warning(
                 "handle", "opcua source %s: notification for unknown client handles", self.name
             )
         ts = self._timestamps(stamps)
-        if self._gap_ns is not None:
-            self._close_gap(handles, ts, known)
-        if set(map(type, values)) <= _NUMERIC:
-            value = np.array(values, dtype=np.float64)
+        index = np.where(known, self._item_tag[np.where(known, handles, 0)], -1)
+        scalar = index >= 0
+        if scalar.all():
+            value = self._values(values, codes)
         else:
-            value = self._slow_values(values, codes)
-        tag_id = self._handle_to_tag[np.where(known, handles, 0)]
-        batch = Batch(tag_id, ts, value, codes)
-        if not known.all():
-            batch = batch.select(known)
+            keep = np.flatnonzero(scalar)
+            parts_index = [index[keep]]
+            parts_ts = [ts[keep]]
+            parts_codes = [codes[keep]]
+            parts_value = [self._values([values[k] for k in keep], parts_codes[0])]
+            for k in np.flatnonzero(known & ~scalar):
+                tags, elements = self._arrays[int(handles[k])]
+                parts_index.append(tags)
+                parts_ts.append(np.full(len(tags), ts[k], dtype=np.int64))
+                element_value, element_codes = self._elements(values[k], int(codes[k]), elements)
+                parts_value.append(element_value)
+                parts_codes.append(element_codes)
+            index = np.concatenate(parts_index)
+            ts = np.concatenate(parts_ts)
+            codes = np.concatenate(parts_codes)
+            value = np.concatenate(parts_value)
+        if self._gap_ns is not None:
+            self._close_gap(index, ts)
+        batch = Batch(self._tag_ids[index], ts, value, codes)
         metrics.inc(self._m_publishes)
         metrics.inc(self._m_notifications, n)
         metrics.inc(self._m_values, int(np.count_nonzero(batch.quality == 0)))
         return batch
 
-    def _close_gap(
-        self, handles: npt.NDArray[np.intp], ts: npt.NDArray[np.int64], known: Any
-    ) -> None:
+    def _values(self, values: list[Any], codes: npt.NDArray[np.uint32]) -> npt.NDArray[Any]:
+        if set(map(type, values)) <= _NUMERIC:
+            return np.array(values, dtype=np.float64)
+        return self._slow_values(values, codes)
+
+    def _elements(
+        self, raw: Any, code: int, elements: npt.NDArray[np.intp]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint32]]:
+        """The element tags of one array notification: the server's status for each
+        element present, ``BAD_OUT_OF_RANGE`` past the end of a short array,
+        ``BAD_DECODING_ERROR`` for elements that are not numbers."""
+        m = len(elements)
+        out = np.full(m, np.nan, dtype=np.float64)
+        codes = np.full(m, code, dtype=np.uint32)
+        if raw is None and code & 0x80000000:
+            return out, codes  # a Bad sample without a value: the server's status
+        if isinstance(raw, bytes | bytearray):
+            seq: list[Any] = list(raw)
+        elif isinstance(raw, list | tuple):
+            seq = list(raw)
+        elif type(raw) in _NUMERIC:
+            seq = [raw]  # ValueRank ScalarOrOneDimension: a one-element array
+        else:
+            seq = []
+            codes[:] = Quality.BAD_DECODING_ERROR
+            self._count_array_errors(m, "array", f"not an array: {raw!r:.40}")
+            return out, codes
+        present = elements < len(seq)
+        if set(map(type, seq)) <= _NUMERIC:
+            array = np.array(seq, dtype=np.float64)
+            out[present] = array[elements[present]]
+        else:
+            for j in np.flatnonzero(present):
+                v = seq[int(elements[j])]
+                if type(v) in _NUMERIC:
+                    out[j] = v
+                else:
+                    codes[j] = Quality.BAD_DECODING_ERROR
+                    self._count_array_errors(1, "array", f"non-numeric element {v!r:.40}")
+        short = int(m - np.count_nonzero(present))
+        if short:
+            codes[~present] = Quality.BAD_OUT_OF_RANGE
+            self._count_array_errors(
+                short,
+                "array",
+                f"array of {len(seq)} element(s), index {int(elements.max())} configured",
+            )
+        return out, codes
+
+    def _count_array_errors(self, n: int, key: str, text: str) -> None:
+        self.ctx.metrics.inc(self._m_array, n)
+        self.ctx.metrics.inc(self._m_errors, n)
+        self._burst.warning(key, "opcua source %s: %s: element tags Bad", self.name, text)
+
+    def _close_gap(self, index: npt.NDArray[np.intp], ts: npt.NDArray[np.int64]) -> None:
         """First samples after an outage: those stamped before the Bad mark (the value
         did not change while we were away) are stamped just after it, in place."""
         assert self._gap_ns is not None
-        safe = np.where(known, handles, 0)
-        pending = self._gap_pending[safe] & known
+        pending = self._gap_pending[index]
         if pending.any():
             floor = np.int64(self._gap_ns + 1)
             ts[pending & (ts < floor)] = floor
-            self._gap_pending[safe[pending]] = False
+            self._gap_pending[index[pending]] = False
         if not self._gap_pending.any():
             self._gap_ns = None
 
@@ -643,6 +868,15 @@ class OpcUaSource:
                 out[i] = v
             elif v is None and codes[i] & 0x80000000:
                 continue  # a Bad sample without a value: keep the server's status
+            elif isinstance(v, list | tuple | bytes | bytearray):
+                codes[i] = Quality.BAD_DECODING_ERROR
+                bad += 1
+                self._burst.warning(
+                    "decode",
+                    "opcua source %s: an array where a scalar is configured (set index or "
+                    "array_length on the tag): Bad_DecodingError",
+                    self.name,
+                )
             else:
                 codes[i] = Quality.BAD_DECODING_ERROR
                 bad += 1
