@@ -471,7 +471,7 @@ def test_run_export_when_a_server_holds_the_store(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(IsthmusError, match=r"stop it .* or read the history through its API"):
+        with pytest.raises(IsthmusError, match=r"stop it .* export on a schedule"):
             run_export(
                 config=None,
                 data_dir=data_dir,
