@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from isthmus import __version__
 from isthmus.connectors.base import BoundTag, ConnectorSpec, Source, SourceContext
 from isthmus.connectors.registry import default_connectors
-from isthmus.historian.base import Store, StoreFactory, TagMeta
+from isthmus.historian.base import Maintainable, Store, StoreFactory, TagMeta
+from isthmus.historian.maintenance import start_maintenance
 from isthmus.model.clock import Clock, SystemClock
 from isthmus.model.config import PlantConfig, SourceConfig, TagConfig
 from isthmus.model.errors import IsthmusError
@@ -37,6 +38,7 @@ from isthmus.transport.local import LocalTransport
 if TYPE_CHECKING:
     from isthmus.api.context import ApiContext
     from isthmus.connectors.sparkplug.edge import SparkplugEdge
+    from isthmus.historian.maintenance import HistorianMaintenance
     from isthmus.historian.scheduled_export import ScheduledExport
     from isthmus.transport.mqtt import UnsPublisher
 
@@ -77,9 +79,18 @@ class Runtime:
     """Publishes every tag as a Sparkplug B edge node (``sparkplug_edge:`` section)."""
     scheduled_export: ScheduledExport | None = None
     """The daily export to the data lake (``export:`` section)."""
+    maintenance: HistorianMaintenance | None = None
+    """Rollups into the downsampling tiers and retention per tag class."""
     events: EventLog = field(default_factory=EventLog)
     """Rejected frames, outages, overflows: once per burst, also in DATA_DIR/events.jsonl."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def enum_labels(self) -> dict[int, Mapping[int, str]]:
+        """Enumeration labels read from devices (OPC UA EnumStrings/EnumValues)."""
+        out: dict[int, Mapping[int, str]] = {}
+        for source in self.sources:
+            out.update(getattr(source, "enum_labels", None) or {})
+        return out
 
     def source_status(self) -> dict[str, bool]:
         return {s.name: s.connected for s in self.sources}
@@ -130,7 +141,11 @@ def build_runtime(
         clock,
         flush_interval=plant.pipeline.flush_interval,
         queue_batches=plant.pipeline.queue_batches,
-        retention_s=plant.storage.retention,
+        # A store with its own maintenance keeps retention per tag class; the writer's
+        # hourly purge (one horizon for all) is for the others.
+        retention_s=None
+        if isinstance(store, Maintainable)
+        else plant.storage.retention.default.raw,
         events=events,
     )
     sources: list[Source] = []
@@ -166,6 +181,9 @@ def build_runtime(
         sparkplug_edge = SparkplugEdge(
             plant.sparkplug_edge, catalog, transport, metrics, clock, state_dir=data_dir
         )
+    maintenance = start_maintenance(
+        store, ((e.tag_id, e.config) for e in catalog), clock, metrics=metrics, events=events
+    )
     scheduled_export: ScheduledExport | None = None
     if plant.export is not None:
         from isthmus.historian.scheduled_export import ScheduledExport
@@ -190,6 +208,7 @@ def build_runtime(
         uns=uns,
         sparkplug_edge=sparkplug_edge,
         scheduled_export=scheduled_export,
+        maintenance=maintenance,
         events=events,
     )
 
@@ -210,6 +229,8 @@ async def start_pipeline(rt: Runtime) -> None:
         rt.tasks.append(asyncio.create_task(rt.sparkplug_edge.run(), name="sparkplug-edge"))
     if rt.scheduled_export is not None:
         rt.tasks.append(asyncio.create_task(rt.scheduled_export.run(), name="scheduled-export"))
+    if rt.maintenance is not None:
+        rt.tasks.append(asyncio.create_task(rt.maintenance.run(), name="historian-maintenance"))
     for source in rt.sources:
         rt.tasks.append(asyncio.create_task(source.run(), name=f"source-{source.name}"))
 
@@ -220,7 +241,12 @@ async def stop_pipeline(rt: Runtime, grace: float = 3.0) -> None:
     by_role: list[list[asyncio.Task[Any]]] = [
         [t for t in rt.tasks if t.get_name().startswith("source-")],
         [t for t in rt.tasks if t.get_name() in ("uns-publisher", "sparkplug-edge")],
-        [t for t in rt.tasks if t.get_name() in ("stale-watch", "event-tick", "scheduled-export")],
+        [
+            t
+            for t in rt.tasks
+            if t.get_name()
+            in ("stale-watch", "event-tick", "scheduled-export", "historian-maintenance")
+        ],
         [t for t in rt.tasks if t.get_name() == "historian-writer"],
     ]
     for group in by_role:
@@ -345,6 +371,7 @@ def api_context(rt: Runtime) -> ApiContext:
         version=rt.version,
         source_status=rt.source_status,
         events=rt.events,
+        enum_labels=rt.enum_labels,
     )
 
 

@@ -18,9 +18,13 @@ from pydantic_core import PydanticUndefined
 from isthmus.connectors.registry import default_connectors
 from isthmus.model.config import (
     ApiConfig,
+    ExportConfig,
     PipelineConfig,
     PlantConfig,
+    RetentionConfig,
+    RetentionPolicy,
     SimulatorConfig,
+    SparkplugEdgeConfig,
     StorageConfig,
     TagConfig,
     UnsConfig,
@@ -99,6 +103,18 @@ def reference() -> str:
         "",
         table(StorageConfig),
         "",
+        "### `storage.retention`",
+        "",
+        "How long history is kept, per retention class (a tag picks one with "
+        "`retention_class`; `default` otherwise). A bare duration (`retention: 90d`) is the "
+        "default class's raw retention. See docs/user-guide.md (Retention and downsampling).",
+        "",
+        table(RetentionConfig),
+        "",
+        "Each class (`default` and every entry of `classes`):",
+        "",
+        table(RetentionPolicy),
+        "",
         "## `api`",
         "",
         table(ApiConfig),
@@ -119,6 +135,20 @@ def reference() -> str:
         "See docs/connectors/mqtt.md.",
         "",
         table(UnsConfig),
+        "",
+        "## `sparkplug_edge`",
+        "",
+        "Publishes every tag as a Sparkplug B 3.0 edge node (one device per equipment). "
+        "See docs/connectors/sparkplug.md.",
+        "",
+        table(SparkplugEdgeConfig),
+        "",
+        "## `export`",
+        "",
+        "The daily export of whole UTC days to the data lake, run by the server. "
+        "See docs/export.md.",
+        "",
+        table(ExportConfig),
         "",
     ]
     for name, spec in default_connectors().items():

@@ -220,10 +220,11 @@ def _via_store(
             ]
             return rows, shape.columns
         raw = store.raw(tag_id, start, end, limit)
+        texts = raw.texts()  # string samples: their text
         rows = [
             {
                 "timestamp": format_ns(int(raw.ts[i])),
-                "value": float(raw.value[i]),
+                "value": texts[i] if texts[i] is not None else float(raw.value[i]),
                 "quality": quality_name(int(raw.quality[i])),
             }
             for i in range(len(raw))

@@ -64,6 +64,16 @@ def test_login_and_watch_live_values_from_the_simulated_plant(demo: Demo, page: 
         timeout=15,
     )
 
+    # An enumeration shows its label (from the tag's `enum:` in the demo plant).
+    state = "[data-testid='value-acme/lyon/packaging/line1/filling/filler/state']"
+    assert wait_js(
+        page,
+        "(sel) => /^(idle|running|starved|blocked|down) \\([0-4]\\)$/"
+        ".test(document.querySelector(sel)?.textContent ?? '')",
+        state,
+        timeout=15,
+    )
+
     # Open the trend of an OPC UA tag and see the chart drawn from history + live data.
     page.locator(f"[data-testid='tag-row'][data-path='{OPCUA_TAG}']").click()
     assert wait_js(page, BLUE_PIXELS, "trend-chart", timeout=15) > 50

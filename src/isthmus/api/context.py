@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from isthmus import __version__
@@ -19,6 +19,10 @@ SAMPLES_WRITTEN_METRIC = "historian.samples_written"
 
 
 def _no_sources() -> dict[str, bool]:
+    return {}
+
+
+def _no_labels() -> Mapping[int, Mapping[int, str]]:
     return {}
 
 
@@ -40,6 +44,8 @@ class ApiContext:
     """Connected or not, per source name."""
     samples_written_metric: str = SAMPLES_WRITTEN_METRIC
     events: EventLog = field(default_factory=EventLog)
+    enum_labels: Callable[[], Mapping[int, Mapping[int, str]]] = field(default=_no_labels)
+    """Enumeration labels the sources read from their devices, per tag id."""
 
     def __post_init__(self) -> None:
         if self.started_ns == 0:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from isthmus.model.durations import Duration, TimeOfDay
+from isthmus.model.durations import Duration, TimeOfDay, parse_duration_s
 
 SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TAG_PATH_DEPTH = 5  # area/line/cell/equipment/tag, below enterprise/site
@@ -36,6 +36,9 @@ class DataType(StrEnum):
     UINT64 = "uint64"
     FLOAT32 = "float32"
     FLOAT64 = "float64"
+    STRING = "string"
+    """Text (a Modbus fixed-length string, an OPC UA String): stored as text, shown as
+    text; no scale, range or aggregates."""
 
 
 class Criticality(StrEnum):
@@ -75,6 +78,11 @@ class TagConfig(Strict):
     stale_after: Duration | None = Field(
         default=None, description="no update for this long → Uncertain_LastUsableValue"
     )
+    retention_class: str | None = Field(
+        default=None,
+        description="a class of storage.retention.classes (how long its history is kept); "
+        "null: the default",
+    )
     enum: dict[int, str] | None = Field(
         default=None, description="labels of an enumeration's values: {0: Stopped, 1: Running}"
     )
@@ -95,7 +103,9 @@ class TagConfig(Strict):
     def value_type(self) -> DataType:
         """The type of the engineering value: the source type, unless scale or offset
         turn an integer register into a real number."""
-        if self.data_type is DataType.BOOL or (self.scale == 1 and self.offset == 0):
+        if self.data_type in (DataType.BOOL, DataType.STRING) or (
+            self.scale == 1 and self.offset == 0
+        ):
             return self.data_type
         return DataType.FLOAT64
 
@@ -105,6 +115,15 @@ class TagConfig(Strict):
         if value is not None and value[0] >= value[1]:
             raise ValueError("range low must be below range high")
         return value
+
+    @model_validator(mode="after")
+    def _string_tag(self) -> TagConfig:
+        if self.data_type is DataType.STRING:
+            if self.range is not None or self.scale != 1 or self.offset != 0:
+                raise ValueError("a string tag takes no range, scale or offset")
+            if self.deadband:
+                raise ValueError("a string tag takes no deadband (every change is recorded)")
+        return self
 
 
 class SourceConfig(Strict):
@@ -122,10 +141,107 @@ class SourceConfig(Strict):
         return check_segment(value)
 
 
+DAY_S = 86400.0
+DEFAULT_RETENTION_CLASS = "default"
+
+
+class RetentionPolicy(Strict):
+    """How long each tier of a tag's history is kept: raw samples, then the 1-minute and
+    1-hour rollups (avg/min/max/count/first/last) computed from them.  ``null``: forever."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    raw: Duration | None = Field(default=30 * DAY_S, description="raw samples kept")
+    minute: Duration | None = Field(
+        default=365 * DAY_S, alias="1m", description="1-minute rollups kept (key `1m`)"
+    )
+    hour: Duration | None = Field(
+        default=3650 * DAY_S, alias="1h", description="1-hour rollups kept (key `1h`)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stretch_unset(cls, value: object) -> object:
+        """A tier left out is kept at least as long as the finer one given."""
+        if not isinstance(value, dict):
+            return value
+        out = dict(value)
+        finer: float | None = 0.0
+        tiers = (("raw", "raw", 30 * DAY_S), ("1m", "minute", 365 * DAY_S))
+        for key, name, default in (*tiers, ("1h", "hour", 3650 * DAY_S)):
+            given = out.get(key, out.get(name, ...))
+            if given is ...:
+                stretched = None if finer is None else max(finer, default)
+                out[key] = stretched
+                finer = stretched
+                continue
+            try:
+                finer = None if given is None else parse_duration_s(given)
+            except (TypeError, ValueError):
+                return value  # the field's own validation reports it
+        return out
+
+    @model_validator(mode="after")
+    def _coarser_lives_longer(self) -> RetentionPolicy:
+        forever = float("inf")
+        raw, minute, hour = (
+            forever if v is None else v for v in (self.raw, self.minute, self.hour)
+        )
+        if not raw <= minute <= hour:
+            raise ValueError("keep each tier at least as long as the finer one (raw <= 1m <= 1h)")
+        return self
+
+    def seconds(self) -> dict[str, float | None]:
+        """Retention per tier name (``raw``, ``1m``, ``1h``)."""
+        return {"raw": self.raw, "1m": self.minute, "1h": self.hour}
+
+
+class RetentionConfig(Strict):
+    """Retention per tag class.  A bare duration (``retention: 90d``) is the raw
+    retention of the default class, with the default rollup retention."""
+
+    default: RetentionPolicy = Field(
+        default=RetentionPolicy(), description="tags without retention_class"
+    )
+    classes: dict[str, RetentionPolicy] = Field(
+        default_factory=dict, description="named classes a tag selects with retention_class"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_duration(cls, value: object) -> object:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            # rollups are kept at least as long (RetentionPolicy stretches them)
+            return {"default": {"raw": parse_duration_s(value)}}
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, value: dict[str, RetentionPolicy]) -> dict[str, RetentionPolicy]:
+        for name in value:
+            check_segment(name)
+            if name == DEFAULT_RETENTION_CLASS:
+                raise ValueError("'default' is set with retention.default, not in classes")
+        return value
+
+    def policy(self, name: str | None) -> RetentionPolicy:
+        """The policy of a class (``None`` or ``default``: the default policy)."""
+        if name is None or name == DEFAULT_RETENTION_CLASS:
+            return self.default
+        return self.classes[name]
+
+    def names(self) -> set[str]:
+        return {DEFAULT_RETENTION_CLASS, *self.classes}
+
+
 class StorageConfig(Strict):
     type: str = Field(default="duckdb", description="historian backend: duckdb, sqlite or postgres")
     path: str = Field(default="historian.duckdb", description="relative to the data dir")
-    retention: Duration = Field(default=30 * 86400.0, description="raw samples kept")
+    retention: RetentionConfig = Field(
+        default=RetentionConfig(),
+        description="per tag class: how long raw samples and 1m/1h rollups are kept "
+        "(a bare duration: raw retention of the default class)",
+    )
     memory_limit: str = Field(default="256MB", description="engine cache cap")
     dsn_env: str = Field(
         default="ISTHMUS_PG_DSN",

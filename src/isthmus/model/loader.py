@@ -148,7 +148,8 @@ def _cross_check(
     lines: _Lines,
     filename: str,
 ) -> list[ConfigIssue]:
-    """Rules that span sections: unique names, tags placed on declared equipment."""
+    """Rules that span sections: unique names, tags placed on declared equipment,
+    retention classes that storage defines."""
     issues: list[ConfigIssue] = []
     equipment = plant.equipment_paths()
     seen_sources: set[str] = set()
@@ -168,5 +169,12 @@ def _cross_check(
                 issue(loc, f"equipment {eq!r} is not declared in the hierarchy")
             if tag.path in seen_tags:
                 issue(loc, f"tag {tag.path!r} is already mapped by source {seen_tags[tag.path]!r}")
+            kept = plant.storage.retention.names()
+            if tag.retention_class is not None and tag.retention_class not in kept:
+                issue(
+                    ("sources", i, "tags", t, "retention_class"),
+                    f"unknown retention class {tag.retention_class!r}; "
+                    f"storage.retention defines: {', '.join(sorted(kept))}",
+                )
             seen_tags[tag.path] = source.name
     return issues

@@ -1,4 +1,4 @@
-"""A stored sample value (always float64 in a batch) as its tag's JSON value."""
+"""A stored sample value (float64, or the text of a string sample) as its tag's JSON value."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 from isthmus.model.config import DataType
 
-JsonValue = bool | int | float | None
+JsonValue = bool | int | float | str | None
 
 INTEGER_TYPES = frozenset(
     {
@@ -20,9 +20,15 @@ INTEGER_TYPES = frozenset(
 )
 
 
-def typed_value(value: float, data_type: DataType) -> JsonValue:
-    """bool for bool tags, int for integral values of integer tags, else float;
-    ``None`` when the value is not a finite number.  Pass the tag's ``value_type``."""
+def typed_value(value: float, data_type: DataType, text: str | None = None) -> JsonValue:
+    """The text of a string sample (``text``, from the batch's ``text`` column); bool
+    for bool tags, int for integral values of integer tags, else float; ``None`` when
+    the value is not a finite number (or a string tag's sample has no text, e.g. Bad).
+    Pass the tag's ``value_type``."""
+    if text is not None:
+        return text
+    if data_type is DataType.STRING:
+        return None
     value = float(value)
     if not math.isfinite(value):
         return None

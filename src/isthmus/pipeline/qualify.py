@@ -13,6 +13,13 @@ Pure and vectorised.  Per tag (indexed by tag id) the qualifier holds its parame
 4. late samples (older than the last recorded one of their tag) pass untouched and do
    not move the state.
 
+String samples (rows with a ``text``, see :class:`~isthmus.model.batch.Batch`) pass
+through: no scale, range or finiteness check (their value is NaN by design, never
+``Bad_OutOfRange``).  Their "deadband" is *changed or not*: a string sample is recorded
+when its text or its quality differs from the last recorded one (a serial number polled
+twice a second is stored once, not 170,000 times a day).  A stale string tag's
+``Uncertain_LastUsableValue`` sample carries its last text.
+
 :meth:`Qualifier.stale` yields ``Uncertain_LastUsableValue`` samples for tags that were
 not *received* for longer than their ``stale_after``; the next received sample clears it.
 """
@@ -54,6 +61,7 @@ class Qualifier:
             if c.stale_after:
                 self.stale_after_ns[i] = int(c.stale_after * 1e9)
         self.last_value = np.full(size, np.nan)
+        self.last_text: npt.NDArray[np.object_] = np.full(size, None, dtype=object)
         self.last_quality = np.full(size, _NEVER, dtype=np.uint32)
         self.last_ts = np.full(size, np.iinfo(np.int64).min, dtype=np.int64)
         self.last_seen_ns = np.zeros(size, dtype=np.int64)
@@ -80,10 +88,12 @@ class Qualifier:
         quality = batch.quality.copy()
         good = (quality & np.uint32(SEVERITY_MASK)) == 0
         finite = np.isfinite(value)
+        if batch.text is not None:
+            finite |= batch.is_text  # a string row's NaN value is not a number out of range
         quality[good & ~finite] = Quality.BAD_OUT_OF_RANGE
         outside = good & finite & ((value < self.low[tag]) | (value > self.high[tag]))
         quality[outside] = Quality.UNCERTAIN_ENGINEERING_UNITS_EXCEEDED
-        qualified = Batch(tag, batch.ts, value, quality, batch.historical)
+        qualified = Batch(tag, batch.ts, value, quality, batch.historical, batch.text)
 
         # Every received sample refreshes liveness, whatever the deadband decides.
         np.maximum.at(self.last_seen_ns, tag, batch.ts)
@@ -117,12 +127,20 @@ class Qualifier:
                 moved = np.abs(v - prev_v) > self.deadband[t]
             zero_db = self.deadband[t] == 0
             record = changed_q | zero_db | (~bad & moved) | late
+            if b.text is not None:
+                text = b.text[rows]
+                is_text = np.asarray(text != None, dtype=np.bool_)  # noqa: E711
+                if is_text.any():
+                    changed_text = np.asarray(text != self.last_text[t], dtype=np.bool_)
+                    record = np.where(is_text, changed_q | changed_text | late, record)
             keep[rows] = record
             update = record & ~late
             ut = t[update]
             self.last_value[ut] = v[update]
             self.last_quality[ut] = q[update]
             self.last_ts[ut] = ts[update]
+            if b.text is not None:  # a tag's type is fixed: numeric rows keep None
+                self.last_text[ut] = b.text[rows][update]
         return keep
 
     def stale(self, now_ns: int) -> Batch:
@@ -141,4 +159,6 @@ class Qualifier:
         quality = np.full(len(idx), Quality.UNCERTAIN_LAST_USABLE_VALUE, dtype=np.uint32)
         self.last_quality[idx] = quality
         self.last_ts[idx] = now_ns
-        return Batch.of(idx, now_ns, self.last_value[idx], quality)
+        text = self.last_text[idx]
+        has_text = bool((text != None).any())  # noqa: E711 (elementwise)
+        return Batch.of(idx, now_ns, self.last_value[idx], quality, text=text if has_text else None)

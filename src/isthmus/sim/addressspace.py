@@ -15,6 +15,7 @@ from isthmus.sim.model import (
     FILL_VOLUME_LIMITS,
     LINE_SPEED_LIMITS,
     PUMP_SPEED_LIMITS,
+    DownReason,
     SignalValue,
 )
 
@@ -219,9 +220,13 @@ class ModbusPoint:
     word_order: str = "big"
     writable: bool = False
     description: str = ""
+    length: int = 0
+    """Strings only: registers, two ASCII characters each (high byte first), NUL padded."""
 
     @property
     def width(self) -> int:
+        if self.data_type == DataType.STRING:
+            return self.length
         return WIDTH[self.data_type]
 
     @property
@@ -279,10 +284,35 @@ MODBUS_POINTS: tuple[ModbusPoint, ...] = (
     ModbusPoint("Pump.Fault", "pump.fault", Kind.DISCRETE, 1, DataType.BOOL),
     ModbusPoint("Pump.VibrationWarning", "pump.vibration_warning", Kind.DISCRETE, 2,
                 DataType.BOOL, description="vibration above 7.1 mm/s (ISO 10816 zone C)"),
+    # --- a string (input registers): ASCII, 2 characters per register, NUL padded ---
+    ModbusPoint("Pump.StatusText", "pump.status_text", Kind.INPUT, 32, DataType.STRING,
+                description="RUNNING, STOPPED or the trip (e.g. TRIP OVERLOAD)", length=8),
 )  # fmt: skip
 
+PUMP_TRIP_TEXT: dict[int, str] = {
+    DownReason.PUMP_OVERLOAD_TRIP: "TRIP OVERLOAD",
+    DownReason.PUMP_HIGH_VIBRATION_TRIP: "TRIP VIBRATION",
+    DownReason.PUMP_DRY_RUNNING: "TRIP DRY RUNNING",
+}
+
+
+def pump_status_text(values: dict[str, SignalValue]) -> str:
+    """The pump drive's status string, derived from the model's fault code and state."""
+    code = int(values["pump.fault_code"])
+    if code:
+        return PUMP_TRIP_TEXT.get(code, f"FAULT {code}")
+    return "RUNNING" if values["pump.running"] else "STOPPED"
+
+
+def modbus_value(point: ModbusPoint, values: dict[str, SignalValue]) -> SignalValue | str:
+    """The value a point serves: a model signal, or a string derived from them."""
+    if point.signal == "pump.status_text":
+        return pump_status_text(values)
+    return values[point.signal]
+
+
 MODBUS_TABLE_SIZE: dict[Kind, int] = {
-    Kind.INPUT: 32,
+    Kind.INPUT: 40,
     Kind.HOLDING: 8,
     Kind.COIL: 16,
     Kind.DISCRETE: 16,
@@ -299,8 +329,14 @@ def modbus_point(kind: Kind | str, address: int) -> ModbusPoint | None:
     return None
 
 
-def encode(point: ModbusPoint, value: SignalValue) -> list[int]:
-    """Engineering value → registers (bits: ``[0 or 1]``)."""
+def encode(point: ModbusPoint, value: SignalValue | str) -> list[int]:
+    """Engineering value → registers (bits: ``[0 or 1]``; strings: ASCII, NUL padded)."""
+    if point.data_type == DataType.STRING:
+        data = str(value).encode("ascii", "replace")[: 2 * point.length]
+        data = data.ljust(2 * point.length, b"\x00")
+        return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+    if isinstance(value, str):
+        raise TypeError(f"{point.name} holds numbers, not {value!r}")
     if point.data_type == DataType.BOOL:
         return [1 if value else 0]
     raw: float | int = float(value) / point.scale

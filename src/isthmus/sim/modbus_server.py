@@ -25,6 +25,7 @@ from isthmus.sim.addressspace import (
     ModbusPoint,
     decode,
     encode,
+    modbus_value,
 )
 from isthmus.sim.model import SignalValue
 
@@ -55,7 +56,7 @@ class SimModbusServer:
         self.host = host
         self.port = port
         self.server: ModbusTcpServer | None = None
-        self._last: dict[str, SignalValue] = {}
+        self._last: dict[str, SignalValue | str] = {}
 
     async def start(self, initial: dict[str, SignalValue]) -> None:
         self.server = ModbusTcpServer(build_device(), address=(self.host, self.port))
@@ -65,7 +66,7 @@ class SimModbusServer:
             "Modbus simulator listening on %s:%d (unit %d)", self.host, self.port, MODBUS_UNIT_ID
         )
 
-    async def _write(self, point: ModbusPoint, value: SignalValue) -> None:
+    async def _write(self, point: ModbusPoint, value: SignalValue | str) -> None:
         assert self.server is not None
         words = encode(point, value)
         data: list[int] | list[bool] = (
@@ -100,7 +101,7 @@ class SimModbusServer:
         """Write the values that changed since the last push; returns how many."""
         written = 0
         for point in MODBUS_POINTS:
-            value = values[point.signal]
+            value = modbus_value(point, values)
             if self._last.get(point.signal) == value:
                 continue
             await self._write(point, value)

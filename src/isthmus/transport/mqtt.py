@@ -39,8 +39,8 @@ from isthmus.transport.local import LocalTransport
 
 log = logging.getLogger("isthmus.uns")
 
-Sample = tuple[int, float, int]
-"""(ts ns, value, quality)"""
+Sample = tuple[int, float | str, int]
+"""(ts ns, value, quality); the value of a string sample is its text"""
 
 PUBLISH_CHUNK = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,10 +51,13 @@ def iso_timestamp(ts_ns: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def payload(value: float, quality: int, ts_ns: int, kind: DataType) -> bytes:
-    """The JSON document of one tag's sample (NaN becomes ``null``)."""
+def payload(value: float | str, quality: int, ts_ns: int, kind: DataType) -> bytes:
+    """The JSON document of one tag's sample (NaN becomes ``null``; a string sample's
+    value is its text)."""
+    text = value if isinstance(value, str) else None
+    number = float("nan") if isinstance(value, str) else value
     doc = {
-        "value": typed_value(value, kind),
+        "value": typed_value(number, kind, text),
         "quality": quality_name(quality),
         "timestamp": iso_timestamp(ts_ns),
     }
@@ -99,11 +102,13 @@ class UnsPublisher:
         tags, first = np.unique(reversed_ids, return_index=True)
         rows = len(batch) - 1 - first
         coalesced = len(batch) - len(tags)
-        ts, values, qualities = batch.ts, batch.value, batch.quality
+        ts, values, qualities, texts = batch.ts, batch.value, batch.quality, batch.text
         for tag, row in zip(tags.tolist(), rows.tolist(), strict=True):
             if tag not in self.topics:
                 continue
-            sample = (int(ts[row]), float(values[row]), int(qualities[row]))
+            text = None if texts is None else texts[row]
+            value = float(values[row]) if text is None else str(text)
+            sample = (int(ts[row]), value, int(qualities[row]))
             if tag in self._pending:
                 coalesced += 1
             self._pending[tag] = sample

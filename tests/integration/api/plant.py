@@ -51,15 +51,21 @@ class Plant:
     ids: dict[str, int]
 
 
-def build_plant(data_dir: Path, clock: Clock, *, token_ttl_s: float = 3600.0) -> Plant:
+def build_plant(
+    data_dir: Path,
+    clock: Clock,
+    *,
+    token_ttl_s: float = 3600.0,
+    tags: list[tuple[str, TagConfig]] = TAGS,
+) -> Plant:
     """Open a real DuckDB store under ``data_dir`` and build an :class:`ApiContext`."""
     store = DuckDBStore(StorageConfig(path="historian.duckdb"), data_dir)
     store.open()
-    metas = [TagMeta(f"{PREFIX}/{cfg.path}", str(cfg.data_type), cfg.unit) for _, cfg in TAGS]
+    metas = [TagMeta(f"{PREFIX}/{cfg.path}", str(cfg.data_type), cfg.unit) for _, cfg in tags]
     ids = store.register_tags(metas)
     catalog = TagCatalog(
         CatalogEntry(ids[f"{PREFIX}/{cfg.path}"], f"{PREFIX}/{cfg.path}", source, cfg)
-        for source, cfg in TAGS
+        for source, cfg in tags
     )
     identity = Identity.open(data_dir, token_ttl_s=token_ttl_s, clock=clock, hasher=FAST_HASHER)
     identity.throttle = LoginThrottle(clock, base_s=0.05, max_s=0.2)

@@ -11,6 +11,7 @@ import pytest
 
 from isthmus.historian.base import Store, StoreFactory, TagMeta
 from isthmus.historian.registry import default_stores
+from isthmus.historian.text import NotNumericError
 from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
 from isthmus.model.quality import Quality
@@ -374,3 +375,101 @@ def test_closed_store_refuses_work(backend: str, tmp_path: Path) -> None:
     s.close()  # idempotent
     with pytest.raises(RuntimeError, match="not open"):
         s.write(series(1, T0, 1))
+
+
+# -- string samples ----------------------------------------------------------------------
+
+
+def strings(tag: int, start: int, texts: list[str], step: int = S, quality: int = 0) -> Batch:
+    ts = start + np.arange(len(texts), dtype=np.int64) * step
+    return Batch.of(np.full(len(texts), tag), ts, 0.0, quality, text=texts)
+
+
+def test_text_samples_round_trip_idempotent(store: Store) -> None:
+    texts = ["RECIPE-A", "", "naïve ✓ 日本", "x" * 300, "RECIPE-A"]
+    assert store.write(strings(7, T0, texts)) == 5
+    assert store.write(strings(7, T0, texts)) == 0  # same (tag, ts): skipped
+    assert store.write(strings(7, T0, ["other"] * 5)) == 0  # first written wins
+    got = store.raw(7, T0, T0 + 100 * S)
+    assert got.texts() == texts
+    assert got.ts.tolist() == [T0 + i * S for i in range(5)]
+    assert got.tag_id.tolist() == [7] * 5 and got.quality.dtype == np.uint32
+    assert np.isnan(got.value).all()
+    assert store.count() == 5
+
+
+def test_text_and_numbers_in_one_batch(store: Store) -> None:
+    mixed = Batch.concat([series(1, T0, 3), strings(2, T0, ["a", "b", "c"]), series(3, T0, 2)])
+    assert mixed.text is not None
+    assert store.write(mixed) == 8
+    assert store.write(mixed) == 0
+    assert store.count() == 8
+    assert store.raw(1, T0, T0 + 10 * S).value.tolist() == [0.0, 1.0, 2.0]
+    assert store.raw(1, T0, T0 + 10 * S).text is None  # numeric tags: no text column
+    assert store.raw(2, T0, T0 + 10 * S).texts() == ["a", "b", "c"]
+    last = store.last([1, 2, 3])
+    assert last.tag_id.tolist() == [1, 2, 3]
+    assert last.texts() == [None, "c", None]
+    assert last.value[0] == 2.0 and last.value[2] == 1.0
+
+
+def test_text_duplicates_in_one_batch_keep_the_first(store: Store) -> None:
+    batch = Batch.of([5, 5, 5], [T0, T0, T0 + S], 0.0, [0, BAD, 0], text=["one", "dup", "two"])
+    assert store.write(batch) == 2
+    got = store.raw(5, T0, T0 + 10 * S)
+    assert got.texts() == ["one", "two"] and got.quality.tolist() == [0, 0]
+
+
+def test_text_last_raw_limit_and_before(store: Store) -> None:
+    store.write(strings(4, T0, [f"v{i}" for i in range(10)], quality=UNCERTAIN))
+    store.write(strings(4, T0 - 50 * S, ["late"]))  # late: never replaces the newest
+    last = store.last([4, 99])
+    assert last.tag_id.tolist() == [4]
+    assert last.texts() == ["v9"] and last.ts.tolist() == [T0 + 9 * S]
+    assert last.quality.tolist() == [UNCERTAIN]
+    assert store.raw(4, T0 - 100 * S, T0 + 100 * S, limit=3).texts() == ["late", "v0", "v1"]
+    before = store.before(4, T0 + 5 * S, 60 * S)
+    assert before.texts() == ["v4"] and before.ts.tolist() == [T0 + 4 * S]
+    assert len(store.before(4, T0 - 50 * S, 10 * S)) == 0
+
+
+def test_a_tag_that_switched_type_merges_both_tables(store: Store) -> None:
+    store.write(series(6, T0, 3))  # numeric first ...
+    store.write(strings(6, T0 + 10 * S, ["now text"]))  # ... then reconfigured as a string
+    got = store.raw(6, T0, T0 + 100 * S)
+    assert got.ts.tolist() == [T0, T0 + S, T0 + 2 * S, T0 + 10 * S]
+    assert got.texts() == [None, None, None, "now text"]
+    assert store.last([6]).texts() == ["now text"]
+    assert store.before(6, T0 + 5 * S, 60 * S).value.tolist() == [2.0]
+
+
+def test_aggregates_of_a_string_tag_are_refused(store: Store) -> None:
+    store.write(Batch.concat([series(1, T0, 120), strings(2, T0, ["a", "b"])]))
+    with pytest.raises(NotNumericError, match="tag 2 holds strings; aggregates need a numeric"):
+        store.buckets(2, T0, T0 + MINUTE, MINUTE)
+    assert store.buckets(1, T0, T0 + 2 * MINUTE, MINUTE).count.tolist() == [60, 60]
+
+
+def test_purge_includes_text(store: Store) -> None:
+    store.write(Batch.concat([series(1, T0, 10), strings(2, T0, ["a", "b", "c", "d"])]))
+    assert store.purge_before(T0 + 2 * S) == 4
+    assert store.raw(2, 0, T0 + 100 * S).texts() == ["c", "d"]
+    assert store.count() == 10
+    assert store.purge_before(T0 + 100 * S) == 10
+    assert len(store.last([1, 2])) == 0
+
+
+def test_text_survives_reopen(backend: str, tmp_path: Path) -> None:
+    make = factory(backend)
+    s = make(config(backend), tmp_path)
+    s.open()
+    ids = s.register_tags([TagMeta("site/recipe", "string", "")])
+    assert s.write(strings(ids["site/recipe"], T0, ["BATCH-001", "BATCH-002"])) == 2
+    s.close()
+    s = make(config(backend), tmp_path)
+    s.open()
+    try:
+        assert s.last([ids["site/recipe"]]).texts() == ["BATCH-002"]
+        assert s.write(strings(ids["site/recipe"], T0, ["BATCH-001", "BATCH-002"])) == 0
+    finally:
+        s.close()

@@ -143,6 +143,24 @@ async def test_modbus_values_plausible_and_changing(sim: Running) -> None:
         client.close()
 
 
+async def test_modbus_status_string(sim: Running) -> None:
+    """Pump.StatusText: 8 input registers of NUL-padded ASCII, high byte first."""
+    client = AsyncModbusTcpClient(HOST, port=sim.config.modbus_port, timeout=2)
+    await client.connect()
+    try:
+        rr = await client.read_input_registers(12, count=28, device_id=1)  # one instant
+        fault = rr.registers[0]
+        raw = b"".join(r.to_bytes(2, "big") for r in rr.registers[20:28])
+        text = raw.rstrip(b"\x00").decode("ascii")
+        expected = {201: "TRIP OVERLOAD", 202: "TRIP VIBRATION", 203: "TRIP DRY RUNNING"}
+        if fault:
+            assert text == expected[fault]
+        else:
+            assert text in ("RUNNING", "STOPPED")
+    finally:
+        client.close()
+
+
 async def test_line_speed_written_over_opcua_is_followed(sim: Running) -> None:
     async with Client(sim.endpoint, timeout=4) as client:
         setpoint = client.get_node("ns=2;s=Line1.Setpoints.LineSpeed")

@@ -84,3 +84,15 @@ def test_plant_uns_section_optional() -> None:
     assert PlantConfig.model_validate(base).uns is None
     plant = PlantConfig.model_validate({**base, "uns": {"host": "broker", "min_interval": "2s"}})
     assert plant.uns is not None and plant.uns.min_interval == 2.0
+
+
+def test_string_samples_publish_their_text() -> None:
+    ts = 1_700_000_000_000_000_000
+    assert json.loads(payload("PILS-50CL", Quality.GOOD, ts, DataType.STRING))["value"] == (
+        "PILS-50CL"
+    )
+    bad = json.loads(payload(math.nan, Quality.BAD_TIMEOUT, ts, DataType.STRING))
+    assert bad["value"] is None and bad["quality"] == "Bad_Timeout"
+    pub, _ = publisher()
+    pub.offer(Batch.of([1, 2, 1], [1, 1, 2], [0.0, 5.0, 0.0], 0, text=["A", None, "B"]))
+    assert pub._pending == {1: (2, "B", 0), 2: (1, 5.0, 0)}

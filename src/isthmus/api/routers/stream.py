@@ -96,11 +96,12 @@ class _Filter:
         picked = batch.select(keep)
         catalog = self.ctx.catalog
         out: list[dict[str, Any]] = []
-        for tag_id, ts, value, quality in zip(
+        for tag_id, ts, value, quality, text in zip(
             picked.tag_id.tolist(),
             picked.ts.tolist(),
             picked.value.tolist(),
             picked.quality.tolist(),
+            picked.texts(),
             strict=True,
         ):
             entry = catalog.by_id(tag_id)
@@ -109,7 +110,7 @@ class _Filter:
             out.append(
                 {
                     "path": entry.path,
-                    "value": typed_value(value, entry.config.value_type),
+                    "value": typed_value(value, entry.config.value_type, text),
                     "quality": quality_name(quality),
                     "timestamp": format_ns(ts),
                 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -24,6 +25,7 @@ from isthmus.api.schemas import (
     finite,
 )
 from isthmus.historian.queries import extended_buckets, interpolated
+from isthmus.historian.text import NotNumericError
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.model.durations import format_ns, parse_duration_ns, parse_time_ns
@@ -45,7 +47,8 @@ _BAD_PARAM: dict[int | str, dict[str, Any]] = {
 }
 
 
-def tag_out(entry: CatalogEntry) -> TagOut:
+def tag_out(entry: CatalogEntry, labels: Mapping[int, str] | None = None) -> TagOut:
+    """``labels``: enumeration labels read from the device (the config's win)."""
     cfg = entry.config
     return TagOut(
         path=entry.path,
@@ -59,7 +62,7 @@ def tag_out(entry: CatalogEntry) -> TagOut:
         writable=cfg.writable,
         criticality=str(cfg.criticality),
         source=entry.source,
-        enum=cfg.enum,
+        enum=cfg.enum if cfg.enum is not None else (dict(labels) if labels else None),
     )
 
 
@@ -100,11 +103,12 @@ def _entry(ctx_catalog: TagCatalog, path: str) -> CatalogEntry:
 
 def _last_values(catalog: TagCatalog, batch: Batch) -> list[LastValue]:
     out: list[LastValue] = []
-    for tag_id, ts, value, quality in zip(
+    for tag_id, ts, value, quality, text in zip(
         batch.tag_id.tolist(),
         batch.ts.tolist(),
         batch.value.tolist(),
         batch.quality.tolist(),
+        batch.texts(),
         strict=True,
     ):
         entry = catalog.by_id(tag_id)
@@ -113,7 +117,7 @@ def _last_values(catalog: TagCatalog, batch: Batch) -> list[LastValue]:
         out.append(
             LastValue(
                 path=entry.path,
-                value=typed_value(value, entry.config.value_type),
+                value=typed_value(value, entry.config.value_type, text),
                 quality=quality_name(quality),
                 quality_code=quality,
                 timestamp=format_ns(ts),
@@ -128,7 +132,8 @@ async def list_tags(
     ctx: Ctx,
     prefix: Annotated[str | None, Query(description="UNS path prefix, e.g. acme/plant1")] = None,
 ) -> list[TagOut]:
-    return [tag_out(e) for e in entries_under(ctx.catalog, prefix)]
+    labels = ctx.enum_labels()
+    return [tag_out(e, labels.get(e.tag_id)) for e in entries_under(ctx.catalog, prefix)]
 
 
 @router.get("/hierarchy", summary="The ISA-95 tree: enterprise → … → equipment → tags")
@@ -156,6 +161,11 @@ async def last_one(path: str, ctx: Ctx) -> LastValue:
     if not values:
         raise ApiProblem(404, f"tag {entry.path!r} has no sample yet")
     return values[0]
+
+
+def not_numeric(path: str) -> ApiProblem:
+    """422 for an aggregate or an interpolation asked of a string tag."""
+    return ApiProblem(422, f"tag {path} holds strings; aggregates need a numeric tag")
 
 
 def _time_param(name: str, text: str, now_ns: int) -> int:
@@ -200,6 +210,8 @@ async def samples(
         raise bad_param("from", f"must be before 'to' ({format_ns(start)} >= {format_ns(end)})")
     unit = entry.config.unit
     if bucket is not None:
+        if entry.config.value_type is DataType.STRING:
+            raise not_numeric(entry.path)
         try:
             width = parse_duration_ns(bucket)
         except ValueError as exc:
@@ -215,6 +227,8 @@ async def samples(
                 ext = await asyncio.to_thread(
                     extended_buckets, ctx.store, entry.tag_id, start, end, width
                 )
+            except NotNumericError:  # the store holds strings for it (type changed)
+                raise not_numeric(entry.path) from None
             except ValueError as exc:
                 raise bad_param("from", str(exc)) from None
             extended_rows = [
@@ -241,7 +255,10 @@ async def samples(
             return BucketedSamples(
                 path=entry.path, unit=unit, bucket=bucket.strip(), buckets=extended_rows
             )
-        agg = await asyncio.to_thread(ctx.store.buckets, entry.tag_id, start, end, width)
+        try:
+            agg = await asyncio.to_thread(ctx.store.buckets, entry.tag_id, start, end, width)
+        except NotNumericError:  # the store holds strings for it (type changed)
+            raise not_numeric(entry.path) from None
         buckets = [
             Bucket(
                 timestamp=format_ns(ts),
@@ -265,11 +282,15 @@ async def samples(
     rows = [
         Sample(
             timestamp=format_ns(ts),
-            value=typed_value(value, data_type),
+            value=typed_value(value, data_type, text),
             quality=quality_name(quality),
         )
-        for ts, value, quality in zip(
-            batch.ts.tolist(), batch.value.tolist(), batch.quality.tolist(), strict=True
+        for ts, value, quality, text in zip(
+            batch.ts.tolist(),
+            batch.value.tolist(),
+            batch.quality.tolist(),
+            batch.texts(),
+            strict=True,
         )
     ]
     return RawSamples(path=entry.path, unit=unit, samples=rows)
@@ -294,6 +315,8 @@ async def interpolated_values(
     ] = "previous",
 ) -> InterpolatedSamples:
     entry = _entry(ctx.catalog, path)
+    if entry.config.value_type is DataType.STRING:
+        raise not_numeric(entry.path)
     now = ctx.clock.now_ns()
     start = _time_param("from", from_, now)
     end = _time_param("to", to, now)

@@ -36,6 +36,9 @@ REGISTER_WIDTH = {
     DataType.FLOAT64: 4,
 }
 
+MAX_STRING_REGISTERS = 125
+"""A string is read in one request: at most 125 registers (250 characters)."""
+
 REGISTER_KINDS = frozenset({RegisterKind.HOLDING, RegisterKind.INPUT})
 BIT_KINDS = frozenset({RegisterKind.COIL, RegisterKind.DISCRETE})
 
@@ -54,11 +57,38 @@ class ModbusTagConfig(PolledTagConfig):
     word_order: Order | None = Field(
         default=None, description="order of 16-bit words in 32/64-bit values; device default"
     )
-    byte_order: Order | None = Field(default=None, description="bytes in a word; device default")
+    byte_order: Order | None = Field(
+        default=None,
+        description="bytes in a word; device default.  Strings: big puts the first "
+        "character in the high byte (usual), little swaps each register's two characters",
+    )
+    length: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_STRING_REGISTERS,
+        description="data_type string only: registers the string occupies (2 characters "
+        "each, UTF-8/ASCII; trailing NULs and spaces stripped)",
+    )
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits) the value occupies."""
+        if self.data_type == DataType.STRING:
+            return self.length or 1
+        return REGISTER_WIDTH[self.data_type]
 
     @model_validator(mode="after")
     def _kind_type(self) -> ModbusTagConfig:
         bits = self.kind in BIT_KINDS
+        if self.data_type == DataType.STRING:
+            if bits:
+                raise ValueError(f"{self.kind.value} tags hold booleans: set data_type: bool")
+            if self.length is None:
+                raise ValueError("a string needs length: the registers it occupies (2 chars each)")
+            if self.bit is not None:
+                raise ValueError("bit: needs data_type: bool (one bit of a register)")
+        elif self.length is not None:
+            raise ValueError("length: applies to data_type: string only")
         if bits and self.data_type != DataType.BOOL:
             raise ValueError(f"{self.kind.value} tags hold booleans: set data_type: bool")
         if self.bit is not None:
@@ -72,7 +102,7 @@ class ModbusTagConfig(PolledTagConfig):
             raise ValueError(
                 f"{self.kind.value} is read-only in Modbus: writable needs holding or coil"
             )
-        if self.address + REGISTER_WIDTH[self.data_type] > 65536:
+        if self.address + self.width > 65536:
             raise ValueError("the value runs past register 65535")
         return self
 
@@ -101,7 +131,7 @@ class ModbusSourceConfig(PolledSourceConfig):
     def _fits_requests(self) -> ModbusSourceConfig:
         for i, tag in enumerate(self.tags):
             if tag.kind in REGISTER_KINDS:
-                width = REGISTER_WIDTH[tag.data_type]
+                width = tag.width
                 if width > self.max_registers:
                     raise ValueError(
                         f"tags[{i}] ({tag.path}): a {tag.data_type.value} needs {width} "

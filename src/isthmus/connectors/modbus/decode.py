@@ -15,6 +15,17 @@ register.  Values come out as float64; 64-bit integers above 2**53 lose precisio
 A *bit-in-register* tag (``data_type: bool`` with ``bit: 0..15`` on a holding or input
 register) reads its register like a uint16 (after the byte order) and takes bit ``bit``
 (0 = least significant): one shift-and-mask over the whole group.
+
+A *string* tag (``data_type: string`` with ``length: N``) occupies N registers, two
+characters each, coalesced into blocks like any other tag.  With byte order ``big`` the
+first character is the high byte of the first register (the usual layout); ``little``
+swaps the two characters of every register.  Decoding stops at the first NUL (devices
+pad with NULs and may leave garbage after the terminator), strips trailing spaces and
+reads the bytes as UTF-8 (ASCII is a subset): bytes that are not valid UTF-8 become
+U+FFFD (the replacement character) and the sample stays Good, so a device writing
+Latin-1 shows its text with a visible mark rather than no value at all.  Strings are
+decoded per tag in Python (they are few); their text goes to the batch's ``text``
+column and their value is NaN.
 """
 
 from __future__ import annotations
@@ -72,6 +83,31 @@ _U16 = np.dtype(">u2")
 IntArray = npt.NDArray[np.intp]
 FloatArray = npt.NDArray[np.float64]
 QualityArray = npt.NDArray[np.uint32]
+TextArray = npt.NDArray[np.object_]
+
+
+def decode_string(
+    words: Sequence[int] | npt.NDArray[Any], byte_order: Order | str = Order.BIG
+) -> str:
+    """The text of a string's registers: up to the first NUL, trailing spaces stripped,
+    UTF-8 with U+FFFD for invalid bytes.  Never raises for register values."""
+    regs = np.asarray(words, dtype=np.int64).reshape(-1) & 0xFFFF
+    raw = regs.astype(_WIRE[Order(byte_order)]).tobytes()
+    return raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace").rstrip(" ")
+
+
+def encode_string(text: str, length: int, byte_order: Order | str = Order.BIG) -> list[int]:
+    """The ``length`` registers holding ``text`` (UTF-8, padded with NULs).  Raises
+    ``ValueError`` if it needs more than ``2 * length`` bytes or holds a NUL."""
+    if "\x00" in text:
+        raise ValueError("a string cannot hold NUL characters (NUL ends it)")
+    data = text.encode("utf-8")
+    if len(data) > 2 * length:
+        raise ValueError(
+            f"{len(data)} bytes do not fit {length} registers ({2 * length} bytes at most)"
+        )
+    padded = data.ljust(2 * length, b"\x00")
+    return [int(w) for w in np.frombuffer(padded, dtype=_WIRE[Order(byte_order)])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +122,14 @@ class PlanTag:
     byte_order: Order = Order.BIG
     bit: int | None = None
     """For a bool in a holding/input register: which bit (0 = least significant)."""
+    length: int | None = None
+    """For a string: the registers it occupies."""
 
     @property
     def width(self) -> int:
         """Registers (or bits) the value occupies."""
+        if self.data_type == DataType.STRING:
+            return self.length or 0
         return REGISTER_WIDTH[self.data_type]
 
 
@@ -109,6 +149,9 @@ class DecodeGroup:
     wire: np.dtype[Any] | None
     target: np.dtype[Any] | None
     shifts: npt.NDArray[np.uint16] | None = None
+    lengths: IntArray | None = None
+    """String groups only: the registers of each tag (``index`` is ``(n, 1)`` starts)."""
+    byte_order: Order = Order.BIG
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -140,11 +183,16 @@ class ReadBlock:
     def __len__(self) -> int:
         return self.stop - self.start
 
+    @property
+    def has_text(self) -> bool:
+        return any(g.lengths is not None for g in self.groups)
+
     def decode_into(
         self,
         data: Sequence[int] | Sequence[bool] | npt.NDArray[Any],
         values: FloatArray,
         quality: QualityArray,
+        texts: TextArray | None = None,
     ) -> int:
         """Decode a response into ``values[start:stop]`` / ``quality[start:stop]``.
 
@@ -153,9 +201,12 @@ class ReadBlock:
         wire): the fast path, with no Python int per register.  A response too
         short for some tags, or holding values that are not registers, makes those tags
         ``BAD_DECODING_ERROR``; it never raises.  Returns the number of Good values.
+        String tags put their text into ``texts[start:stop]`` (without ``texts`` they
+        are ``BAD_DECODING_ERROR``: nowhere to put it).
         """
         out = values[self.start : self.stop]
         q = quality[self.start : self.stop]
+        txt = None if texts is None else texts[self.start : self.stop]
         try:
             words: npt.NDArray[Any]
             if isinstance(data, bytes | bytearray | memoryview):
@@ -175,9 +226,13 @@ class ReadBlock:
             padded[:n] = words
             words = padded
         q.fill(Quality.GOOD)
+        no_text = 0  # string tags without a place for their text (``texts`` not given)
         # A signalling NaN in a float register would raise FE_INVALID on the cast.
         with np.errstate(invalid="ignore"):
             for group in self.groups:
+                if group.lengths is not None:
+                    no_text += self._decode_strings(group, words, out, q, txt)
+                    continue
                 picked = words[group.index]
                 if group.shifts is not None and group.wire is not None:
                     regs = picked[:, 0].astype(group.wire).view(_U16)
@@ -190,8 +245,33 @@ class ReadBlock:
             short = self.ends > n
             out[short] = np.nan
             q[short] = Quality.BAD_DECODING_ERROR
-            return int(len(out) - np.count_nonzero(short))
-        return len(out)
+            if txt is not None:
+                txt[short] = None
+            return int(np.count_nonzero(q == Quality.GOOD))
+        return len(out) - no_text
+
+    @staticmethod
+    def _decode_strings(
+        group: DecodeGroup,
+        words: npt.NDArray[Any],
+        out: FloatArray,
+        q: QualityArray,
+        txt: TextArray | None,
+    ) -> int:
+        """Decode a string group; returns how many tags had nowhere to put their text."""
+        assert group.lengths is not None
+        out[group.positions] = np.nan
+        if txt is None:
+            q[group.positions] = Quality.BAD_DECODING_ERROR
+            return len(group.positions)
+        for pos, start, length in zip(
+            group.positions.tolist(),
+            group.index[:, 0].tolist(),
+            group.lengths.tolist(),
+            strict=True,
+        ):
+            txt[pos] = decode_string(words[start : start + length], group.byte_order)
+        return 0
 
     def decode(
         self, data: Sequence[int] | Sequence[bool] | npt.NDArray[Any]
@@ -201,6 +281,16 @@ class ReadBlock:
         quality = np.empty(self.stop, dtype=np.uint32)
         self.decode_into(data, values, quality)
         return values[self.start :], quality[self.start :]
+
+    def decode_text(
+        self, data: Sequence[int] | Sequence[bool] | npt.NDArray[Any]
+    ) -> tuple[FloatArray, QualityArray, TextArray]:
+        """Like :meth:`decode`, with the text of string tags (``None`` for the others)."""
+        values = np.empty(self.stop, dtype=np.float64)
+        quality = np.empty(self.stop, dtype=np.uint32)
+        texts: TextArray = np.full(self.stop, None, dtype=object)
+        self.decode_into(data, values, quality, texts)
+        return values[self.start :], quality[self.start :], texts[self.start :]
 
     def fail_into(self, quality: QualityArray, values: FloatArray, code: int) -> None:
         """Mark every tag of this block with a Bad ``code`` (value NaN)."""
@@ -231,6 +321,11 @@ class ReadPlan:
         """Registers and bits read per poll cycle (including bridged gaps)."""
         return sum(b.count for b in self.blocks)
 
+    @property
+    def has_text(self) -> bool:
+        """True if some tag is a string (its batches need a ``text`` column)."""
+        return any(b.has_text for b in self.blocks)
+
 
 def build_plan(
     tags: Sequence[PlanTag],
@@ -260,6 +355,8 @@ def build_plan(
                 f"tag {tag.tag_id}: a {tag.data_type} needs {tag.width} registers, "
                 f"more than max_registers={limit}"
             )
+        if tag.data_type == DataType.STRING and not tag.length:
+            raise ValueError(f"tag {tag.tag_id}: a string needs a length (registers)")
         if tag.address < 0 or tag.address + tag.width > ADDRESS_SPACE:
             raise ValueError(f"tag {tag.tag_id}: address {tag.address} out of range")
 
@@ -291,12 +388,28 @@ def _compile_block(tags: Sequence[PlanTag], address: int, count: int, start: int
     kind = tags[0].kind
     groups: dict[tuple[DataType, Order, Order], list[int]] = {}
     for pos, tag in enumerate(tags):
-        word_order = Order.BIG if tag.bit is not None else tag.word_order
+        word_order = (
+            Order.BIG if tag.bit is not None or tag.data_type == DataType.STRING else tag.word_order
+        )
         groups.setdefault((tag.data_type, word_order, tag.byte_order), []).append(pos)
     compiled: list[DecodeGroup] = []
     for (data_type, word_order, byte_order), positions in groups.items():
-        width = REGISTER_WIDTH[data_type]
         offsets = np.array([tags[p].address - address for p in positions], dtype=np.intp)
+        if data_type == DataType.STRING:
+            lengths = np.array([tags[p].width for p in positions], dtype=np.intp)
+            compiled.append(
+                DecodeGroup(
+                    data_type,
+                    np.array(positions, dtype=np.intp),
+                    np.ascontiguousarray(offsets[:, None]),
+                    None,
+                    None,
+                    lengths=lengths,
+                    byte_order=byte_order,
+                )
+            )
+            continue
+        width = REGISTER_WIDTH[data_type]
         words = np.arange(width, dtype=np.intp)
         if word_order == Order.LITTLE:
             words = words[::-1]
@@ -339,6 +452,7 @@ def plan_tags(
             word_order=t.config.word_order or config.word_order,
             byte_order=t.config.byte_order or config.byte_order,
             bit=t.config.bit,
+            length=t.config.length,
         )
         for t in tags
     ]

@@ -25,8 +25,9 @@ class WriteFailed(ModbusWriteError):
 
 class WriteNotConfirmed(WriteFailed):
     """The device accepted the write but reading it back gave another value (the device
-    clamped it, or its program overwrote it).  ``read_back`` is the engineering value read."""
+    clamped it, or its program overwrote it).  ``read_back`` is the engineering value read
+    (the text, for a string tag)."""
 
-    def __init__(self, message: str, read_back: float) -> None:
+    def __init__(self, message: str, read_back: float | str) -> None:
         super().__init__(message)
         self.read_back = read_back

@@ -33,13 +33,20 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInpu
 
 from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext, tag_index
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig, RegisterKind
-from isthmus.connectors.modbus.decode import PlanTag, ReadBlock, ReadPlan, build_plan, plans_for
+from isthmus.connectors.modbus.decode import (
+    PlanTag,
+    ReadBlock,
+    ReadPlan,
+    build_plan,
+    decode_string,
+    plans_for,
+)
 from isthmus.connectors.modbus.errors import WriteFailed, WriteNotConfirmed, WriteRefused
 from isthmus.connectors.modbus.writes import WriteFunction, WriteRequest, write_request
 from isthmus.connectors.polling import PollGroup, group_tag_ids, poll_groups
 from isthmus.model.batch import Batch
+from isthmus.model.config import DataType
 from isthmus.model.quality import Quality
-from isthmus.pipeline.metrics import BurstLog
 
 _CONFIG_CODES = frozenset({0x01, 0x02, 0x03})
 _GATEWAY_CODES = frozenset({0x0A, 0x0B})
@@ -173,7 +180,7 @@ class ModbusSource:
         self._logged_info: dict[str, str] | None = None
         self._client: Any = None
         self._link = Link("modbus", self.name, f"{config.host}:{config.port}", self._tag_ids, ctx)
-        self._burst = BurstLog(ctx.log)
+        self._burst = ctx.burst_log(self.name)
         prefix = f"source.{self.name}"
         self._m_requests = f"{prefix}.requests"
         self._m_values = f"{prefix}.values"
@@ -324,6 +331,7 @@ class ModbusSource:
         n = len(plan)
         values = np.empty(n, dtype=np.float64)
         quality = np.empty(n, dtype=np.uint32)
+        texts = np.full(n, None, dtype=object) if plan.has_text else None
         good = 0
         errors = 0
         unit = self.config.unit_id
@@ -369,7 +377,7 @@ class ModbusSource:
                     exception_text(code),
                 )
                 continue
-            good += self._decode(block, response, values, quality)
+            good += self._decode(block, response, values, quality, texts)
         ts = self.ctx.clock.now_ns()
         metrics = self.ctx.metrics
         metrics.inc(self._m_requests, len(plan.blocks))
@@ -377,7 +385,7 @@ class ModbusSource:
         if errors:
             metrics.inc(self._m_errors, errors)
         await self.ctx.emit(
-            Batch(plan.tag_ids.copy(), np.full(n, ts, dtype=np.int64), values, quality)
+            Batch(plan.tag_ids.copy(), np.full(n, ts, dtype=np.int64), values, quality, text=texts)
         )
 
     def _decode(
@@ -386,11 +394,12 @@ class ModbusSource:
         response: Any,
         values: np.ndarray[Any, Any],
         quality: np.ndarray[Any, Any],
+        texts: np.ndarray[Any, Any] | None = None,
     ) -> int:
         data = getattr(response, "payload", None)
         if data is None:
             data = response.bits if block.is_bits else response.registers
-        good = block.decode_into(data, values, quality)
+        good = block.decode_into(data, values, quality, texts)
         if good < len(block):
             self.ctx.metrics.inc(self._m_errors)
             self._burst.warning(
@@ -412,12 +421,13 @@ class ModbusSource:
             raise WriteRefused(f"modbus source {self.name}: no tag {key!r}")
         return bound
 
-    async def write(self, tag: str | int, value: float | int | bool) -> None:
+    async def write(self, tag: str | int, value: float | int | bool | str) -> None:
         """Write the engineering ``value`` to a tag (id, UNS path or tag map path), then
         read it back when ``verify_writes`` is on.
 
         Raises :class:`WriteRefused` (nothing sent: unknown, read-only or non-writable
-        tag, value out of the data type's range), :class:`WriteFailed` (exception
+        tag, value out of the data type's range, text for a number or the reverse, a
+        string too long for its registers), :class:`WriteFailed` (exception
         response, timeout, not connected) or :class:`WriteNotConfirmed` (read back differs).
         """
         bound = self.tag(tag)
@@ -492,9 +502,8 @@ class ModbusSource:
                 cfg, client.read_coils(request.address, count=1, device_id=unit), "read-back"
             )
             bits = _bits(response)
-            got = float(bits[0]) if len(bits) else float("nan")
             ok = len(bits) > 0 and int(bits[0]) == request.words[0]
-            read_back = got
+            read_back: float | str = float(bits[0]) if len(bits) else float("nan")
         else:
             response = await self._checked(
                 cfg,
@@ -520,8 +529,10 @@ class ModbusSource:
                 read_back,
             )
 
-    def _engineering(self, cfg: ModbusTagConfig, words: npt.NDArray[np.uint16]) -> float:
+    def _engineering(self, cfg: ModbusTagConfig, words: npt.NDArray[np.uint16]) -> float | str:
         """The engineering value of a tag's registers (for error messages)."""
+        if cfg.data_type == DataType.STRING:
+            return decode_string(words, cfg.byte_order or self.config.byte_order)
         plan = build_plan(
             [
                 PlanTag(

@@ -8,6 +8,8 @@ tag's data type.  The request follows from the tag:
 * a one-register value (int16, uint16) → function 6 (write single register);
 * a wider value → function 16 (write multiple registers), all words in one request,
   so a device never sees half a float;
+* a string → function 16 with all its ``length`` registers: the text as UTF-8, padded
+  with NULs (refused if longer than ``2 * length`` bytes or holding a NUL);
 * a bit in a holding register → function 22 (mask write register): the device changes
   that one bit atomically, never the 15 others (which its own program may be changing).
   A device without function 22 answers exception 1 and the write fails: Isthmus does
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from isthmus.connectors.modbus.config import ModbusTagConfig, Order, RegisterKind
-from isthmus.connectors.modbus.decode import encode_value
+from isthmus.connectors.modbus.decode import encode_string, encode_value
 from isthmus.connectors.modbus.errors import WriteRefused
 from isthmus.model.config import DataType
 
@@ -64,8 +66,10 @@ class WriteRequest:
         return max(1, len(self.words))
 
 
-def to_raw(tag: ModbusTagConfig, value: float | int | bool) -> float | int:
+def to_raw(tag: ModbusTagConfig, value: float | int | bool | str) -> float | int:
     """The raw register value of an engineering value, or :class:`WriteRefused`."""
+    if isinstance(value, str) or tag.data_type == DataType.STRING:
+        raise WriteRefused(f"{tag.path}: {value!r}: strings go to string tags only")
     if isinstance(value, bool):
         value = int(value)
     if not isinstance(value, int | float) or not math.isfinite(value):
@@ -96,7 +100,7 @@ def to_raw(tag: ModbusTagConfig, value: float | int | bool) -> float | int:
 
 def write_request(
     tag: ModbusTagConfig,
-    value: float | int | bool,
+    value: float | int | bool | str,
     word_order: Order,
     byte_order: Order,
 ) -> WriteRequest:
@@ -106,6 +110,14 @@ def write_request(
         raise WriteRefused(f"{tag.path}: not writable (set writable: true in its tag map)")
     if tag.kind in (RegisterKind.INPUT, RegisterKind.DISCRETE):
         raise WriteRefused(f"{tag.path}: {tag.kind.value} is read-only in Modbus")
+    if tag.data_type == DataType.STRING:
+        if not isinstance(value, str):
+            raise WriteRefused(f"{tag.path}: a string tag takes text, not {value!r}")
+        try:
+            words = tuple(encode_string(value, tag.width, byte_order))
+        except ValueError as exc:
+            raise WriteRefused(f"{tag.path}: {value!r}: {exc}") from None
+        return WriteRequest(WriteFunction.REGISTERS, tag.address, words)
     raw = to_raw(tag, value)
     if tag.kind == RegisterKind.COIL:
         return WriteRequest(WriteFunction.COIL, tag.address, (int(raw),))

@@ -44,6 +44,15 @@ from isthmus.historian.common import (
     dedupe_first,
     resolve_path,
 )
+from isthmus.historian.duckdb import text as text_store
+from isthmus.historian.duckdb.tiers import TieredMixin
+from isthmus.historian.text import (
+    NotNumericError,
+    merge_range,
+    newest,
+    newest_per_tag,
+    write_mixed,
+)
 from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
 
@@ -128,7 +137,7 @@ GROUP BY bucket ORDER BY bucket
 """
 
 
-class DuckDBStore:
+class DuckDBStore(TieredMixin):
     """Embedded DuckDB historian implementing :class:`isthmus.historian.base.Store`."""
 
     def __init__(
@@ -176,9 +185,11 @@ class DuckDBStore:
                 ) from exc
             raise
         root.execute(_SCHEMA)
+        root.execute(text_store.TEXT_SCHEMA)
         self._root = root
         self._writer = root.cursor()
         self._max_ts = self._scalar_int(self._writer, "SELECT max(ts) FROM samples")
+        self._open_tiers(self._writer)  # downsampling tiers: duckdb/tiers.py
 
     def close(self) -> None:
         with self._write_lock, self._cursor_lock:
@@ -276,6 +287,8 @@ class DuckDBStore:
     def write(self, batch: Batch) -> int:
         if len(batch) == 0:
             return 0
+        if batch.text is not None:  # string samples: their own table
+            return write_mixed(batch, self.write, self._write_text)
         batch = dedupe_first(batch)
         # A dict of NumPy columns is scanned by DuckDB in place; no pyarrow needed
         # (importing it would cost ~40 MB of resident memory for nothing).
@@ -304,6 +317,7 @@ class DuckDBStore:
                         inserted = self._changed(cur.execute(_INSERT, params))
                     if inserted:
                         cur.execute(_UPSERT_LAST)
+                        self._mark_late(cur, ts_lo)  # minutes already rolled up
                     cur.execute("COMMIT")
                 except BaseException:
                     cur.execute("ROLLBACK")
@@ -314,12 +328,26 @@ class DuckDBStore:
                 self._max_ts = ts_hi
             return inserted
 
+    def _write_text(self, strings: Batch) -> int:
+        strings = dedupe_first(strings)
+        with self._write_lock:
+            cur = self._write_cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                inserted = text_store.insert(cur, strings)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            return inserted
+
     def purge_before(self, ts_ns: int) -> int:
         with self._write_lock:
             cur = self._write_cursor()
             cur.execute("BEGIN TRANSACTION")
             try:
                 deleted = self._changed(cur.execute("DELETE FROM samples WHERE ts < ?", [ts_ns]))
+                deleted += text_store.purge_before(cur, ts_ns)
                 # A tag whose newest sample is older than the cut-off has no sample left.
                 cur.execute("DELETE FROM last_value WHERE ts < ?", [ts_ns])
                 cur.execute("COMMIT")
@@ -340,20 +368,29 @@ class DuckDBStore:
         if limit <= 0 or end_ns <= start_ns:
             return Batch.empty()
         params = {"tag": tag_id, "start": start_ns, "end": end_ns, "limit": limit}
-        return self._batch(self._reader().execute(_RAW, params).fetchnumpy())
+        numeric = self._batch(self._reader().execute(_RAW, params).fetchnumpy())
+        strings = text_store.raw(self._reader(), tag_id, start_ns, end_ns, limit)
+        return merge_range(numeric, strings, limit)
 
     def before(self, tag_id: int, ts_ns: int, lookback_ns: int) -> Batch:
         params = {"tag": tag_id, "start": ts_ns - lookback_ns, "end": ts_ns}
-        return self._batch(self._reader().execute(_BEFORE, params).fetchnumpy())
+        numeric = self._batch(self._reader().execute(_BEFORE, params).fetchnumpy())
+        return newest(numeric, text_store.before(self._reader(), tag_id, ts_ns, lookback_ns))
 
     def last(self, tag_ids: Sequence[int]) -> Batch:
         if not tag_ids:
             return Batch.empty()
         params = {"tags": [int(t) for t in tag_ids]}
-        return self._batch(self._reader().execute(_LAST, params).fetchnumpy())
+        numeric = self._batch(self._reader().execute(_LAST, params).fetchnumpy())
+        return newest_per_tag(numeric, text_store.last(self._reader(), tag_ids))
 
     def buckets(self, tag_id: int, start_ns: int, end_ns: int, bucket_ns: int) -> Aggregates:
         check_bucket(bucket_ns)
+        if text_store.has_text(self._reader(), tag_id, start_ns, end_ns):
+            raise NotNumericError(tag_id)
+        tiered = self._tiered_buckets(tag_id, start_ns, end_ns, bucket_ns)
+        if tiered is not None:  # whole tier buckets come from tier_1m / tier_1h
+            return tiered
         params = {"tag": tag_id, "start": start_ns, "end": end_ns, "width": bucket_ns}
         rows = self._reader().execute(_BUCKETS, params).fetchnumpy()
         bucket, avg, lo, hi, count = (rows[k] for k in rows)
@@ -366,4 +403,5 @@ class DuckDBStore:
         )
 
     def count(self) -> int:
-        return self._scalar_int(self._reader(), "SELECT count(*) FROM samples") or 0
+        numeric = self._scalar_int(self._reader(), "SELECT count(*) FROM samples") or 0
+        return numeric + text_store.count(self._reader())

@@ -47,6 +47,15 @@ from psycopg import sql
 
 from isthmus.historian.base import Aggregates, TagMeta
 from isthmus.historian.common import check_bucket, dedupe_first
+from isthmus.historian.postgres import text as text_store
+from isthmus.historian.postgres.retention import PostgresRetentionMixin
+from isthmus.historian.text import (
+    NotNumericError,
+    merge_range,
+    newest,
+    newest_per_tag,
+    write_mixed,
+)
 from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
 from isthmus.model.errors import StoreError
@@ -241,7 +250,16 @@ def _migrate_2(cur: Cursor) -> None:
     cur.execute(_VIEWS)
 
 
-MIGRATIONS: list[tuple[int, Callable[[Cursor], None]]] = [(1, _migrate_1), (2, _migrate_2)]
+def _migrate_3(cur: Cursor) -> None:
+    """String samples (``samples_text``)."""
+    cur.execute(text_store.TEXT_TABLE)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Cursor], None]]] = [
+    (1, _migrate_1),
+    (2, _migrate_2),
+    (3, _migrate_3),
+]
 """Ordered schema steps; each runs once, in its own transaction, recorded by version."""
 
 _QUALITY_NAMES = sorted({int(q) & 0xFFFF0000: quality_name(int(q)) for q in Quality}.items())
@@ -332,7 +350,7 @@ def last_per_tag(batch: Batch) -> Batch:
     return batch.select(order[ends])
 
 
-class PostgresStore:
+class PostgresStore(PostgresRetentionMixin):
     """PostgreSQL historian implementing :class:`isthmus.historian.base.Store`."""
 
     def __init__(
@@ -589,6 +607,8 @@ class PostgresStore:
             if not self._open:
                 raise RuntimeError("store is not open")
             return 0
+        if batch.text is not None:  # string samples: their own table
+            return write_mixed(batch, self.write, self._write_text)
         batch = dedupe_first(batch)
         data = encode_copy(batch)
         newest = last_per_tag(batch)
@@ -660,6 +680,26 @@ class PostgresStore:
             return -1
         return rows
 
+    def _write_text(self, strings: Batch) -> int:
+        strings = dedupe_first(strings)
+        with self._write_lock:
+            for attempt in range(_ATTEMPTS):
+                con = self._write_con()
+                try:
+                    with con.cursor() as cur:
+                        inserted = text_store.insert(cur, strings)
+                    con.commit()
+                    return inserted
+                except (psycopg.OperationalError, psycopg.errors.DeadlockDetected):
+                    _rollback(con)
+                    if attempt == _ATTEMPTS - 1:
+                        raise
+                    self.retries += 1
+                except BaseException:
+                    _rollback(con)
+                    raise
+        raise AssertionError("unreachable")
+
     def purge_before(self, ts_ns: int) -> int:
         with self._write_lock:
             con = self._write_con()
@@ -679,6 +719,7 @@ class PostgresStore:
                             dropped.append(day)
                     cur.execute("DELETE FROM samples WHERE ts < %s", [ts_ns])
                     deleted += max(cur.rowcount, 0)
+                    deleted += text_store.purge_before(cur, ts_ns)
                     # A tag whose newest sample is older than the cut-off has no sample left.
                     cur.execute("DELETE FROM last_value WHERE ts < %s", [ts_ns])
                     max_ts = self._scalar(cur, "SELECT max(ts) FROM last_value")
@@ -711,9 +752,11 @@ class PostgresStore:
             limit=sql.Literal(int(limit)),
         )
         rec = self._copy_out(query, _SAMPLE_ROW)
-        return Batch.of(
+        numeric = Batch.of(
             rec["tag_id"], rec["ts"], rec["value"], rec["quality"].astype(np.int32).view(np.uint32)
         )
+        strings = self._read(lambda con: text_store.raw(con, tag_id, start_ns, end_ns, limit))
+        return merge_range(numeric, strings, limit)
 
     def before(self, tag_id: int, ts_ns: int, lookback_ns: int) -> Batch:
         query = sql.SQL(_BEFORE).format(
@@ -722,8 +765,11 @@ class PostgresStore:
             end=sql.Literal(int(ts_ns)),
         )
         rec = self._copy_out(query, _SAMPLE_ROW)
-        return Batch.of(
+        numeric = Batch.of(
             rec["tag_id"], rec["ts"], rec["value"], rec["quality"].astype(np.int32).view(np.uint32)
+        )
+        return newest(
+            numeric, self._read(lambda con: text_store.before(con, tag_id, ts_ns, lookback_ns))
         )
 
     def last(self, tag_ids: Sequence[int]) -> Batch:
@@ -739,13 +785,17 @@ class PostgresStore:
                 [ids],
             ).fetchall()
         )
+        strings = self._read(lambda con: text_store.last(con, ids))
         if not rows:
-            return Batch.empty()
+            return strings
         tag, ts, value, quality = zip(*rows, strict=True)
-        return Batch.of(tag, ts, value, np.asarray(quality, dtype=np.int32).view(np.uint32))
+        numeric = Batch.of(tag, ts, value, np.asarray(quality, dtype=np.int32).view(np.uint32))
+        return newest_per_tag(numeric, strings)
 
     def buckets(self, tag_id: int, start_ns: int, end_ns: int, bucket_ns: int) -> Aggregates:
         check_bucket(bucket_ns)
+        if self._read(lambda con: text_store.has_text(con, tag_id, start_ns, end_ns)):
+            raise NotNumericError(tag_id)
         query = sql.SQL(_BUCKETS).format(
             tag=sql.Literal(int(tag_id)),
             start=sql.Literal(int(start_ns)),
@@ -766,4 +816,4 @@ class PostgresStore:
             with con.cursor() as cur:
                 return self._scalar(cur, "SELECT count(*) FROM samples") or 0
 
-        return self._read(fetch)
+        return self._read(fetch) + self._read(text_store.count)

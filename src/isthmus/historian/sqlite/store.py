@@ -24,6 +24,15 @@ import numpy as np
 
 from isthmus.historian.base import Aggregates, TagMeta
 from isthmus.historian.common import BAD_THRESHOLD, check_bucket, resolve_path
+from isthmus.historian.sqlite import text as text_store
+from isthmus.historian.sqlite.retention import SQLiteRetentionMixin
+from isthmus.historian.text import (
+    NotNumericError,
+    merge_range,
+    newest,
+    newest_per_tag,
+    write_mixed,
+)
 from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
 
@@ -67,7 +76,7 @@ def _cache_kib(memory_limit: str) -> int:
     return max(1024, int(kib))
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteRetentionMixin):
     """Embedded SQLite historian implementing :class:`isthmus.historian.base.Store`."""
 
     def __init__(self, config: StorageConfig, data_dir: Path) -> None:
@@ -97,6 +106,7 @@ class SQLiteStore:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = NORMAL")
         con.executescript(_SCHEMA)
+        con.executescript(text_store.TEXT_SCHEMA)
         self._writer = con
 
     def close(self) -> None:
@@ -178,6 +188,8 @@ class SQLiteStore:
     def write(self, batch: Batch) -> int:
         if len(batch) == 0:
             return 0
+        if batch.text is not None:  # string samples: their own table
+            return write_mixed(batch, self.write, self._write_text)
         rows = zip(
             batch.tag_id.tolist(),
             batch.ts.tolist(),
@@ -197,10 +209,23 @@ class SQLiteStore:
                 raise
             return con.total_changes - before
 
+    def _write_text(self, strings: Batch) -> int:
+        with self._lock:
+            con = self._write_con()
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                inserted = text_store.insert(con, strings)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return inserted
+
     def purge_before(self, ts_ns: int) -> int:
         with self._lock:
             con = self._write_con()
-            return con.execute("DELETE FROM samples WHERE ts < ?", (ts_ns,)).rowcount
+            deleted = con.execute("DELETE FROM samples WHERE ts < ?", (ts_ns,)).rowcount
+            return deleted + text_store.purge_before(con, ts_ns)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -213,7 +238,8 @@ class SQLiteStore:
                 "WHERE tag_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
                 (tag_id, start_ns, end_ns, limit),
             ).fetchall()
-        return _to_batch(rows)
+            strings = text_store.raw(con, tag_id, start_ns, end_ns, limit)
+        return merge_range(_to_batch(rows), strings, limit)
 
     def before(self, tag_id: int, ts_ns: int, lookback_ns: int) -> Batch:
         with self._read() as con:
@@ -222,7 +248,8 @@ class SQLiteStore:
                 "WHERE tag_id = ? AND ts >= ? AND ts < ? ORDER BY ts DESC LIMIT 1",
                 (tag_id, ts_ns - lookback_ns, ts_ns),
             ).fetchall()
-        return _to_batch(rows)
+            strings = text_store.before(con, tag_id, ts_ns, lookback_ns)
+        return newest(_to_batch(rows), strings)
 
     def last(self, tag_ids: Sequence[int]) -> Batch:
         rows = []
@@ -235,12 +262,15 @@ class SQLiteStore:
                 ).fetchone()
                 if row is not None:
                     rows.append(row)
-        return _to_batch(rows)
+            strings = text_store.last(con, tag_ids)
+        return newest_per_tag(_to_batch(rows), strings)
 
     def buckets(self, tag_id: int, start_ns: int, end_ns: int, bucket_ns: int) -> Aggregates:
         check_bucket(bucket_ns)
         params = {"tag": tag_id, "start": start_ns, "end": end_ns, "width": bucket_ns}
         with self._read() as con:
+            if text_store.has_text(con, tag_id, start_ns, end_ns):
+                raise NotNumericError(tag_id)
             rows = con.execute(_BUCKETS, params).fetchall()
         columns = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
         return Aggregates(
@@ -254,7 +284,8 @@ class SQLiteStore:
     def count(self) -> int:
         with self._read() as con:
             row = con.execute("SELECT count(*) FROM samples").fetchone()
-        return int(row[0]) if row else 0
+            strings = text_store.count(con)
+        return (int(row[0]) if row else 0) + strings
 
 
 def _to_batch(rows: list[tuple[int, int, float, int]]) -> Batch:

@@ -51,14 +51,21 @@ function qualityClass(name) {
 
 const INT_TYPES = new Set(["int16", "uint16", "int32", "uint32", "int64", "uint64"]);
 
-function formatValue(value, dataType) {
+function formatValue(value, dataType, labels = null) {
   if (value === null || value === undefined) return "—";
+  if (labels && typeof value === "number" && labels[String(Math.round(value))] !== undefined) {
+    return `${labels[String(Math.round(value))]} (${Math.round(value)})`;
+  }
   if (dataType === "bool") return value === true || value === 1 ? "true" : "false";
   if (typeof value !== "number") return String(value);
   if (INT_TYPES.has(dataType)) return Math.round(value).toLocaleString("en-US");
   const abs = Math.abs(value);
   const digits = abs >= 1000 ? 1 : abs >= 10 ? 2 : 3;
   return value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function isTextTag(tag) {
+  return Boolean(tag && tag.value_type === "string");
 }
 
 function formatAge(ms) {
@@ -277,9 +284,11 @@ function paintRow(path, row, flash) {
     row.age.textContent = "";
     return;
   }
-  const text = formatValue(last.value, tag ? tag.value_type : "float64");
+  const text = formatValue(last.value, tag ? tag.value_type : "float64", tag ? tag.enum : null);
+  row.value.classList.toggle("text", isTextTag(tag));
   if (row.value.textContent !== text) {
     row.value.textContent = text;
+    row.value.title = isTextTag(tag) ? text : "";
     if (flash) {
       row.value.classList.remove("flash");
       void row.value.offsetWidth; // restart the animation
@@ -306,7 +315,7 @@ function paintChartValue() {
     return;
   }
   badge.className = `chart-value ${qualityClass(last.quality)}`;
-  badge.textContent = `${formatValue(last.value, tag.value_type)}${tag.unit ? ` ${tag.unit}` : ""}`;
+  badge.textContent = `${formatValue(last.value, tag.value_type, tag.enum)}${tag.unit ? ` ${tag.unit}` : ""}`;
 }
 
 function paintAge(row, last) {
@@ -433,6 +442,12 @@ class TrendChart {
     const seq = ++this.loadSeq;
     this.path = path;
     this.tag = state.tags.get(path);
+    if (isTextTag(this.tag)) {
+      this.points = [];
+      this.canvas.dataset.points = "0";
+      this.schedule();
+      return;
+    }
     const base = `/api/tags/${path.split("/").map(encodeURIComponent).join("/")}/samples?from=-15m&to=now`;
     let body = await api(`${base}&limit=${RAW_LIMIT}`);
     let points;
@@ -464,6 +479,7 @@ class TrendChart {
   }
 
   append(t, value, quality) {
+    if (isTextTag(this.tag)) return;
     const pts = this.points;
     if (pts.length && t <= pts[pts.length - 1].t) return;
     pts.push(this.point(t, value, quality));
@@ -504,8 +520,12 @@ class TrendChart {
     const g = this.ctx;
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, w, h);
-    $("chart-empty").hidden = Boolean(this.path);
-    if (!this.path) return;
+    // A string tag has no trend: its current text is shown in the badge above.
+    const isText = isTextTag(this.tag);
+    const empty = $("chart-empty");
+    empty.hidden = Boolean(this.path) && !isText;
+    empty.textContent = isText ? "Text tag: no trend (its current value is shown above)" : "Select a tag to see its trend";
+    if (!this.path || isText) return;
 
     const now = Date.now();
     const last = this.points.length ? this.points[this.points.length - 1].t : now;

@@ -1,0 +1,72 @@
+"""Retention per tag class for the PostgreSQL historian.
+
+Daily partitions that every class has expired are dropped whole (``purge_before`` at
+the earliest cut-off, cheap); classes that keep less lose their older rows with a
+``DELETE ... WHERE tag_id = ANY(...)``.  No downsampling tiers (see the DuckDB store).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from isthmus.historian.base import MaintenanceReport
+from isthmus.historian.retention import check_classes, raw_cutoffs
+from isthmus.model.config import StorageConfig
+
+
+class PostgresRetentionMixin:
+    config: StorageConfig
+    _write_lock: threading.Lock
+    _retention_classes: dict[int, str] | None = None
+
+    def _write_con(self) -> Any:
+        raise NotImplementedError
+
+    def purge_before(self, ts_ns: int) -> int:
+        raise NotImplementedError
+
+    def tags(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def assign_retention_classes(self, classes: Mapping[int, str]) -> None:
+        check_classes(self.config.retention, classes)
+        self._retention_classes = {**(self._retention_classes or {}), **classes}
+
+    def maintain(self, now_ns: int) -> MaintenanceReport:
+        started = time.perf_counter()
+        ids = list(self.tags().values())
+        groups = raw_cutoffs(self.config.retention, self._retention_classes or {}, ids, now_ns)
+        deleted = 0
+        covered = sum(len(tags) for tags, _ in groups)
+        if groups and covered == len(set(ids)):  # every tag expires: drop common partitions
+            floor = min(cut for _, cut in groups)
+            deleted += self.purge_before(floor)
+        else:
+            floor = None
+        later = [(tags, cut) for tags, cut in groups if floor is None or cut > floor]
+        if later:
+            with self._write_lock:
+                con = self._write_con()
+                try:
+                    with con.cursor() as cur:
+                        for tags, cut in later:
+                            for table in ("samples", "samples_text"):
+                                cur.execute(
+                                    f"DELETE FROM {table} WHERE tag_id = ANY(%s) AND ts < %s",
+                                    [tags, cut],
+                                )
+                                deleted += max(cur.rowcount, 0)
+                            cur.execute(
+                                "DELETE FROM last_value WHERE tag_id = ANY(%s) AND ts < %s",
+                                [tags, cut],
+                            )
+                    con.commit()
+                except BaseException:
+                    con.rollback()
+                    raise
+        return MaintenanceReport(
+            rows_deleted={"raw": deleted}, seconds=time.perf_counter() - started
+        )

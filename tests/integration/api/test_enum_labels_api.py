@@ -1,0 +1,50 @@
+"""Enumeration labels in ``/api/tags``: from the config, or read from the device."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from isthmus.api import create_app
+from isthmus.model.clock import ManualClock
+
+from .plant import PASSWORD, PREFIX, RUNNING, USERNAME, Plant, build_plant
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def plant(tmp_path: Path) -> Iterator[Plant]:
+    plant = build_plant(tmp_path, ManualClock(start_ns=1_700_000_000 * 10**9))
+    yield plant
+    plant.store.close()
+
+
+@pytest.fixture
+async def client(plant: Plant) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(plant.ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.post("/api/auth/login", json={"username": USERNAME, "password": PASSWORD})
+        c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        yield c
+
+
+async def test_labels_read_from_the_device_are_served(
+    plant: Plant, client: httpx.AsyncClient
+) -> None:
+    running = plant.ids[RUNNING]
+    plant.ctx.enum_labels = lambda: {running: {0: "Stopped", 1: "Running"}}
+    r = await client.get("/api/tags", params={"prefix": PREFIX})
+    assert r.status_code == 200
+    enums = {t["path"]: t["enum"] for t in r.json()}
+    # JSON object keys are strings
+    assert enums[RUNNING] == {"0": "Stopped", "1": "Running"}
+    assert [p for p, e in enums.items() if e is not None] == [RUNNING]
+
+
+async def test_no_labels_anywhere_is_null(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/tags")
+    assert {t["enum"] for t in r.json()} == {None}
