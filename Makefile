@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 NODE_PEERS := tests/interop/node/node_modules/.installed \
-              tests/interop/node_sparkplug/node_modules/.installed
+              tests/interop/node_sparkplug/node_modules/.installed \
+              tests/interop/node_opcua/node_modules/.installed
 
 .PHONY: demo test lint typecheck unit bench fuzz clean interop-peers
 

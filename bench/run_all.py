@@ -16,6 +16,7 @@ BENCHES = [
     ("historian engines (SQLite vs DuckDB)", ["historian_engines.py"], ["--samples", "500000"]),
     ("historian, 10M samples", ["historian.py"], []),
     ("ingest: connectors + pipeline vs raw libraries", ["ingest.py"], ["--quick"]),
+    ("connectors: Modbus and OPC UA vs raw libraries and Node-RED", ["connectors.py"], ["--quick"]),
     ("demo idle memory", ["demo_memory.py"], ["--settle", "10", "--sample", "5"]),
 ]
 
