@@ -96,3 +96,45 @@ def test_round_trip(
     got = dict(zip(plan.tag_ids.tolist(), values.tolist(), strict=True))
     for tag_id, want in expected.items():
         assert got[tag_id] == want  # exact: float32 widens losslessly, ints round alike
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(1, 20), st.text(max_size=20)),
+        min_size=1,
+        max_size=6,
+    ),
+    st.binary(min_size=80, max_size=80),
+)
+def test_strings_round_trip_and_garbage_never_raises(
+    strings: list[tuple[int, int, str]], noise: bytes
+) -> None:
+    """STRING[n] written as the PLC stores it reads back as the same text (Latin-1);
+    the same plan over random bytes never raises: each string is text or Bad."""
+    tags: list[PlanTag] = []
+    memory = bytearray(noise)
+    expected: dict[int, str] = {}
+    taken: set[int] = set()
+    for k, (byte, n, text) in enumerate(strings):
+        span = set(range(byte, byte + n + 2))
+        if span & taken:
+            continue
+        taken |= span
+        chars = text.encode("latin-1", "replace")[:n]
+        memory[byte : byte + n + 2] = bytes([n, len(chars)]) + chars.ljust(n, b"\0")
+        tags.append(PlanTag(k, S7Address(Area.DB, 1, byte, Size.B), DataType.STRING, n))
+        expected[k] = chars.decode("latin-1")
+    plan = build_plan(tags, max_gap=80)
+    for data, check in ((bytes(memory), True), (noise, False)):
+        values = np.empty(len(plan), dtype=np.float64)
+        quality = np.empty(len(plan), dtype=np.uint32)
+        texts = np.full(len(plan), None, dtype=object)
+        for block in plan.blocks:
+            raw = data[block.byte : block.byte + block.size]
+            block.decode_into(raw, values, quality, texts)
+        assert np.isnan(values).all()
+        for i, tag_id in enumerate(plan.tag_ids.tolist()):
+            assert (texts[i] is None) == (quality[i] != 0)
+            if check:
+                assert texts[i] == expected[tag_id]

@@ -11,10 +11,15 @@ Schema (same for both formats and every backend)
     ``time``          timestamp, microseconds, UTC (Parquet ``TIMESTAMP(MICROS,
                       isAdjustedToUTC=true)``; CSV ``2026-11-22T10:00:00.123456Z``)
     ``tag``           the full UNS path (string; dictionary-encoded in Parquet)
-    ``value``         float64 (booleans are 0/1; Bad samples may carry NaN)
+    ``value``         float64 (booleans are 0/1; Bad samples and string samples carry
+                      NaN)
     ``quality``       uint32, the OPC UA status code (see :mod:`isthmus.model.quality`)
     ``quality_name``  string, e.g. ``Good`` or ``Bad_CommunicationError``
     ``unit``          string, the tag's engineering unit (empty when unknown)
+    ``text``          string, nullable: the text of a string tag's sample (from the
+                      historian's ``samples_text``); null for numeric samples (CSV:
+                      an empty field).  The last column, so readers that take the
+                      first six by position keep working.
 
     Row order within a file is not specified (DuckDB stores write storage order, which
     is time order for data that arrived in order; other stores write tag by tag): sort
@@ -82,7 +87,7 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _ARROW_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 """The same in Arrow's strftime, whose ``%S`` carries the microseconds."""
 
-COLUMNS = ("time", "tag", "value", "quality", "quality_name", "unit")
+COLUMNS = ("time", "tag", "value", "quality", "quality_name", "unit", "text")
 
 _WILDCARDS = re.compile(r"[*?\[]")
 _TMP_SUFFIX = ".tmp"
@@ -415,7 +420,9 @@ class _DuckDBWriter(_Writer):
     ``make_timestamptz(micros)``, which needs no ICU time zone conversion (older DuckDB:
     the epoch plus an interval, the same value).  Rows are not sorted (sorting a day by
     tag costs 2-3x the whole export): they come in storage order, which is time order
-    for data that arrived in order.
+    for data that arrived in order.  String samples (``samples_text``) are added with
+    ``UNION ALL`` only for the (site, day) partitions that hold some, so a numeric-only
+    export scans what it always did.
     """
 
     def __init__(
@@ -463,20 +470,26 @@ class _DuckDBWriter(_Writer):
             else f"TIMESTAMPTZ '1970-01-01 00:00:00+00' + to_microseconds({micros})"
         )
         # One scan of the range: rows per (day, site) for the progress bar and to skip
-        # empty days, and the distinct qualities to name.
+        # empty days, the distinct qualities to name, and which days hold strings.
+        day_sql = f"ts - (((ts % {DAY_NS}) + {DAY_NS}) % {DAY_NS})"
         rows = self.cur.execute(
             f"""
-            SELECT s.ts - (((s.ts % {DAY_NS}) + {DAY_NS}) % {DAY_NS}) AS day, t.site,
-                   count(*), list(DISTINCT s.quality)
-            FROM samples s JOIN _export_tags t ON s.tag_id = t.id
-            WHERE s.ts >= $start AND s.ts < $end
+            SELECT s.day, t.site, count(*), list(DISTINCT s.quality), bool_or(s.is_text)
+            FROM (
+                SELECT {day_sql} AS day, tag_id, quality, false AS is_text FROM samples
+                WHERE ts >= $start AND ts < $end
+                UNION ALL
+                SELECT {day_sql} AS day, tag_id, quality, true AS is_text FROM samples_text
+                WHERE ts >= $start AND ts < $end
+            ) s JOIN _export_tags t ON s.tag_id = t.id
             GROUP BY ALL
             """,
             {"start": start_ns, "end": end_ns},
         ).fetchall()
-        self.counts = {(int(d), str(s)): int(n) for d, s, n, _ in rows}
+        self.counts = {(int(d), str(s)): int(n) for d, s, n, _, _ in rows}
+        self.with_text = {(int(d), str(s)) for d, s, _, _, has in rows if has}
         self.rows_total = sum(self.counts.values())
-        codes = sorted({int(q) for *_, qs in rows for q in qs})
+        codes = sorted({int(q) for _, _, _, qs, _ in rows for q in qs})
         whens = " ".join(f"WHEN {c} THEN {_sql_str(quality_name(c))}" for c in codes)
         names = _enum(quality_name(c) for c in codes)
         self.quality_sql = f"(CASE s.quality {whens} END)::{names}" if codes else "NULL"
@@ -494,11 +507,21 @@ class _DuckDBWriter(_Writer):
             time_sql = f"strftime(make_timestamp({_floor_us('s.ts')}), '{TIME_FORMAT}')"
             options = "FORMAT CSV, HEADER true"
         target = part.new_file()
+        rows_sql = "samples"
+        if (day, site) in self.with_text:
+            rows_sql = """(
+                SELECT tag_id, ts, value, quality, NULL::VARCHAR AS text FROM samples
+                UNION ALL
+                SELECT tag_id, ts, 'NaN'::DOUBLE, quality, value FROM samples_text
+            )"""
+            text_sql = "s.text"
+        else:
+            text_sql = "NULL::VARCHAR"
         sql = f"""
             COPY (
                 SELECT {time_sql} AS time, g.path AS tag, s.value, s.quality,
-                       {self.quality_sql} AS quality_name, g.unit
-                FROM samples s JOIN _export_tags g ON s.tag_id = g.id
+                       {self.quality_sql} AS quality_name, g.unit, {text_sql} AS text
+                FROM {rows_sql} s JOIN _export_tags g ON s.tag_id = g.id
                 WHERE s.ts >= {int(lo)} AND s.ts < {int(hi)} AND g.site = {_sql_str(site)}
             ) TO {_sql_str(str(target))} ({options})
         """
@@ -536,6 +559,11 @@ class _GenericWriter(_Writer):
                 time_col: Any = pa.array(ts_us, pa.timestamp("us", tz="UTC"))
                 if self.fmt == "csv":
                     time_col = pc.strftime(time_col, format=_ARROW_TIME_FORMAT)
+                text_col = (
+                    pa.nulls(n, pa.string())
+                    if batch.text is None
+                    else pa.array(batch.texts(), pa.string())
+                )
                 yield pa.table(
                     {
                         "time": time_col,
@@ -544,6 +572,7 @@ class _GenericWriter(_Writer):
                         "quality": pa.array(batch.quality, pa.uint32()),
                         "quality_name": pc.take(names, pa.array(inverse.astype(np.int32))),
                         "unit": pc.take(pa.array([self.units.get(path, "")], pa.string()), zeros),
+                        "text": text_col,
                     }
                 )
                 if n < PAGE:

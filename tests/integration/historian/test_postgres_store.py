@@ -173,6 +173,46 @@ def test_grafana_views(store: PostgresStore, pg_dsn: str) -> None:
     assert "samples_p20231114" not in "\n".join(str(r[0]) for r in plan)
 
 
+def test_grafana_views_of_string_samples(store: PostgresStore, pg_dsn: str) -> None:
+    ids = store.register_tags(
+        [TagMeta("plant/line1/recipe", "string", ""), TagMeta("plant/line1/temp", "float", "")]
+    )
+    recipe, temp = ids["plant/line1/recipe"], ids["plant/line1/temp"]
+    store.write(
+        Batch.of(
+            [recipe, recipe, temp, recipe],
+            [T0, T0 + S, T0 + S, T0 + 2 * S],
+            [np.nan, np.nan, 21.0, np.nan],
+            [0, 0, 0, BAD],
+            text=["R-100", "Crème", None, "R-200"],
+        )
+    )
+    store.write(Batch.of([temp], [T0 + 3 * S], [22.5], [0]))
+    rows = query(
+        pg_dsn,
+        "SELECT time, tag, text, quality, severity, quality_name FROM samples_text_v"
+        " WHERE ts >= isthmus_ns(%s) ORDER BY time",
+        "2023-11-14T00:00:00Z",
+    )
+    assert [(r[1], r[2], r[4]) for r in rows] == [
+        ("plant/line1/recipe", "R-100", "Good"),
+        ("plant/line1/recipe", "Crème", "Good"),
+        ("plant/line1/recipe", "R-200", "Bad"),
+    ]
+    assert rows[2][3] == BAD and rows[2][5] == "Bad_SensorFailure"
+    assert rows[1][0].isoformat() == "2023-11-14T00:00:01+00:00"  # type: ignore[union-attr]
+    # last_v: the numeric tag as before (text NULL), the string tag's newest text
+    last = query(pg_dsn, "SELECT tag, value, severity, text FROM last_v ORDER BY tag")
+    assert len(last) == 2
+    (tag_r, value_r, severity_r, text_r), temp_row = last
+    assert (tag_r, severity_r, text_r) == ("plant/line1/recipe", "Bad", "R-200")
+    assert isinstance(value_r, float) and np.isnan(value_r)
+    assert temp_row == ("plant/line1/temp", 22.5, "Good", None)
+    # samples_v stays numbers only
+    numbers = query(pg_dsn, "SELECT tag, value FROM samples_v ORDER BY ts")
+    assert numbers == [("plant/line1/temp", 21.0), ("plant/line1/temp", 22.5)]
+
+
 # -- concurrency and failures ------------------------------------------------------------
 
 

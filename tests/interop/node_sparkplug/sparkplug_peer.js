@@ -26,6 +26,7 @@ if (mode === "edge") {
       metrics: [
         { name: "Node Control/Rebirth", type: "Boolean", value: false },
         { name: "temp", alias: 1, type: "Double", value: 20.5 },
+        { name: "recipe", alias: 3, type: "String", value: "R-0 crème" },
       ],
     });
     client.publishDeviceBirth("dev1", {
@@ -46,7 +47,13 @@ if (mode === "edge") {
       timestamp: Date.now(),
       metrics: [{ alias: 2, type: "Int32", value: -7 - n }],
     });
-    client.publishNodeData({ timestamp: Date.now(), metrics: [{ alias: 1, type: "Double", value: 20.5 + n }] });
+    client.publishNodeData({
+      timestamp: Date.now(),
+      metrics: [
+        { alias: 1, type: "Double", value: 20.5 + n },
+        { alias: 3, type: "String", value: `R-${n} crème` },
+      ],
+    });
   }, 100);
 } else if (mode === "listen") {
   const mqtt = require("mqtt");

@@ -119,7 +119,11 @@ async def test_our_host_consumes_tahu_edge_node(broker: Broker) -> None:
             "port": broker.port,
             "groups": ["tahu"],
             "rebirth_min_interval": 0.5,
-            "tags": [{"path": "sp/tahu/js1/node/temp"}, {"path": "sp/tahu/js1/dev1/Motor.Level"}],
+            "tags": [
+                {"path": "sp/tahu/js1/node/temp"},
+                {"path": "sp/tahu/js1/dev1/Motor.Level"},
+                {"path": "sp/tahu/js1/node/recipe", "data_type": "string"},
+            ],
             "tag_template": "sp/{group}/{node}/{device}/{metric}",
         }
     )
@@ -145,6 +149,14 @@ async def test_our_host_consumes_tahu_edge_node(broker: Broker) -> None:
             temp, level = last(collector, 0), last(collector, 1)
             assert temp is not None and temp[0] > 20.5 and temp[1] == Quality.GOOD
             assert level is not None and float(level[0]).is_integer()
+            # Tahu's String metric arrives as text on the string tag (id 2)
+            texts = [
+                x
+                for b in collector.batches
+                for t, x in zip(b.tag_id.tolist(), b.texts(), strict=True)
+                if t == 2
+            ]
+            assert len(texts) >= 2 and all(x and x.endswith(" crème") for x in texts), texts
             assert ctx.metrics.snapshot()["source.sp.rebirth_requests"] >= 1
             # kill -9: the broker sends the Tahu client's will (NDEATH, bdSeq 0)
             proc.send_signal(signal.SIGKILL)
@@ -154,8 +166,8 @@ async def test_our_host_consumes_tahu_edge_node(broker: Broker) -> None:
 
 async def test_tahu_decodes_our_edge_node(broker: Broker) -> None:
     require_node_modules()
-    paths = ["a/l/c/press/temp", "a/l/c/press/on", "a/l/c/press/count"]
-    kinds = ["float64", "bool", "int16"]
+    paths = ["a/l/c/press/temp", "a/l/c/press/on", "a/l/c/press/count", "a/l/c/press/recipe"]
+    kinds = ["float64", "bool", "int16", "string"]
     catalog = TagCatalog(
         CatalogEntry(10 + i, f"ent/site/{p}", "sim", TagConfig(path=p, data_type=k))  # type: ignore[arg-type]
         for i, (p, k) in enumerate(zip(paths, kinds, strict=True))
@@ -175,15 +187,22 @@ async def test_tahu_decodes_our_edge_node(broker: Broker) -> None:
             assert dbirth["topic"] == "spBv1.0/isthmus/DBIRTH/e1/a:l:c:press"
             assert sorted((m["alias"], m["name"], m["type"]) for m in dbirth["metrics"]) == [
                 (10, "temp", "Double"), (11, "on", "Boolean"), (12, "count", "Int16"),
+                (13, "recipe", "String"),
             ]  # fmt: skip
             assert all(m["isNull"] or m["value"] is None for m in dbirth["metrics"])
             await transport.publish(
-                Batch.of([10, 11, 12], time.time_ns(), [21.5, 1.0, -3.0], Quality.GOOD)
+                Batch.of(
+                    [10, 11, 12, 13],
+                    time.time_ns(),
+                    [21.5, 1.0, -3.0, np.nan],
+                    Quality.GOOD,
+                    text=[None, None, None, "R-7 ünï"],
+                )
             )
             (ddata,) = (await read_json_until(proc, lambda doc: "DDATA" in doc["topic"]))[-1:]
             assert ddata["seq"] == dbirth["seq"] + 1
             assert sorted((m["alias"], m["value"]) for m in ddata["metrics"]) == [
-                (10, 21.5), (11, True), (12, -3),
+                (10, 21.5), (11, True), (12, -3), (13, "R-7 ünï"),
             ]  # fmt: skip
             assert all(m.get("name") in (None, "") for m in ddata["metrics"])
         finally:

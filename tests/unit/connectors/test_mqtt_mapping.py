@@ -260,3 +260,27 @@ def test_config_valid() -> None:
 def test_config_errors(change: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         MqttSourceConfig.model_validate({**BASE, **change})
+
+
+def test_decode_string_tags() -> None:
+    recipe = FieldMap(parse_path("$.recipe"), 7, text=True)
+    speed = FieldMap(parse_path("$.speed"), 8)
+    d = decode_message(b'{"recipe": "R-1", "speed": 2}', (recipe, speed), 1)
+    assert d.tag_ids == [7, 8] and d.texts == [(0, "R-1")]
+    assert math.isnan(d.values[0]) and d.values[1] == 2.0
+    d = decode_message(b'{"recipe": 12, "speed": "R-2"}', (recipe, speed), 1)
+    assert d.texts == [(0, "12")] and d.qualities[1] == Quality.BAD_DECODING_ERROR
+    d = decode_message(b'{"recipe": [1], "speed": 1}', (recipe, speed), 1)
+    assert d.texts == [] and d.qualities[0] == Quality.BAD_DECODING_ERROR
+    assert d.rejections == ["field $.recipe not text (list)"]
+
+
+def test_decode_plain_text_payload() -> None:
+    root_text = FieldMap(parse_path("$"), 5, text=True)
+    root_number = FieldMap(parse_path("$"), 6)
+    d = decode_message(b" hello world\n", (root_text, root_number), 1)
+    assert d.texts == [(0, "hello world")]
+    assert d.qualities == [Quality.GOOD, Quality.BAD_DECODING_ERROR]
+    d = decode_message(b"\xff", (root_text,), 1)
+    assert d.texts == [] and d.qualities == [Quality.BAD_DECODING_ERROR]
+    assert decode_message(b'"quoted"', (root_text,), 1).texts == [(0, "quoted")]

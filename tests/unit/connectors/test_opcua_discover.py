@@ -64,6 +64,8 @@ def nid(i: int, ns: int = 0) -> ua.NodeId:
         (10, DataType.FLOAT32),
         (11, DataType.FLOAT64),
         (290, DataType.FLOAT64),
+        (12, DataType.STRING),
+        (21, DataType.STRING),
     ],
 )
 def test_builtin_types_map(ident: int, expected: DataType) -> None:
@@ -71,8 +73,12 @@ def test_builtin_types_map(ident: int, expected: DataType) -> None:
 
 
 def test_other_types_and_arrays_are_skipped_with_a_reason() -> None:
-    dtype, why = data_type_of(nid(12), -1)
-    assert dtype is None and "String" in why
+    dtype, why = data_type_of(nid(15), -1)
+    assert dtype is None and "ByteString is binary" in why
+    dtype, why = data_type_of(nid(12), 1)
+    assert dtype is None and "array of String" in why
+    dtype, why = data_type_of(nid(13), -1)
+    assert dtype is None and "DateTime" in why
     dtype, why = data_type_of(nid(11), 2)
     assert dtype is None and "multi-dimensional array" in why
     assert data_type_of(nid(11), 1) == (DataType.FLOAT64, "")  # elements of a 1-D array
@@ -103,7 +109,8 @@ def discovery() -> Discovery:
                 unit="°C",
             ),
             Variable("ns=2;i=7", ("Line1", "Filler"), "Speed", DataType.INT32),
-            Variable("ns=2;s=Label", ("Line1", "Filler"), "Label", None, "type String is not"),
+            Variable("ns=2;s=Stamp", ("Line1", "Filler"), "Stamp", None, "type DateTime is not"),
+            Variable("ns=2;s=Label", ("Line1", "Filler"), "Label", DataType.STRING),
             Variable("ns=2;i=9", (), "Loose Var", DataType.BOOL),
         ],
     )
@@ -122,8 +129,10 @@ def test_render_yaml_is_a_valid_plant_file() -> None:
         "Line1/main/main/Filler/Speed",
         "Line1/main/main/Filler/Speed_2",  # duplicate browse name
         "Line1/main/main/Setpoints/LineSpeed",
+        "Line1/main/main/Filler/Label",
         "main/main/main/main/Loose_Var",
     }
+    assert by_path["Line1/main/main/Filler/Label"].data_type is DataType.STRING
     speed = by_path["Line1/main/main/Filler/Speed"]
     assert speed.unit == "bottles/min" and speed.range == (0, 720)
     assert speed.description == 'actual "speed"'
@@ -131,7 +140,7 @@ def test_render_yaml_is_a_valid_plant_file() -> None:
     assert by_path["Line1/main/main/Setpoints/LineSpeed"].writable
     assert by_path["Line1/main/main/Setpoints/LineSpeed"].unit == "°C"
     assert by_path["Line1/main/main/Filler/Speed_2"].data_type is DataType.INT32
-    assert "#   ns=2;s=Label (Line1/main/main/Filler/Label): type String is not" in text
+    assert "#   ns=2;s=Stamp (Line1/main/main/Filler/Stamp): type DateTime is not" in text
     assert "#   ns=2: urn:plant" in text
 
 

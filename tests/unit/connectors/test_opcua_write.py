@@ -24,6 +24,13 @@ def test_numbers_become_the_node_type() -> None:
     assert coerce(2**64 - 1, V.UInt64) == 2**64 - 1
 
 
+def test_text_becomes_a_string_or_localized_text() -> None:
+    assert coerce("LOT-42", V.String) == "LOT-42"
+    assert coerce("", V.String) == ""
+    label = coerce("Rinse", V.LocalizedText)
+    assert isinstance(label, ua.LocalizedText) and label.Text == "Rinse"
+
+
 @pytest.mark.parametrize(
     ("value", "vtype", "match"),
     [
@@ -34,7 +41,9 @@ def test_numbers_become_the_node_type() -> None:
         (math.nan, V.Boolean, "not a bool"),
         (1e39, V.Float, "Float range"),
         ("1", V.Double, "not a number"),
-        (1, V.String, "cannot be written"),
+        (1, V.String, "not text"),
+        (1.5, V.LocalizedText, "not text"),
+        (1, V.DateTime, "cannot be written"),
     ],
 )
 def test_values_that_do_not_fit_are_refused(

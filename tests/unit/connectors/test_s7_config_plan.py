@@ -255,3 +255,36 @@ def test_raw_payload_keeps_64_bit_integers_exact() -> None:
     assert raw_payload(cfg, cfg.parsed, -(2**63) + 1) == struct.pack(">q", -(2**63) + 1)
     with pytest.raises(WriteRefused, match="outside"):
         raw_payload(cfg, cfg.parsed, 2**63)
+
+
+def test_strings_widen_their_block_and_decode_as_text() -> None:
+    tags = [
+        PlanTag(1, parse_address("DB1.DBB0"), DataType.STRING, length=6),
+        PlanTag(2, parse_address("DB1.DBW8"), DataType.INT16),
+        PlanTag(3, parse_address("DB1.DBB10"), DataType.STRING, length=2),
+    ]
+    plan = build_plan(tags, max_gap=0)
+    (block,) = plan.blocks  # 0..7 string, 8..9 int, 10..13 string: one range
+    assert (block.byte, block.size) == (0, 14) and plan.has_text
+    data = bytes([6, 3]) + b"ab\xe9\0\0\0" + struct.pack(">h", -5) + bytes([2, 3]) + b"xy"
+    values = np.empty(3, dtype=np.float64)
+    quality = np.empty(3, dtype=np.uint32)
+    texts = np.full(3, None, dtype=object)
+    assert block.decode_into(data, values, quality, texts) == 2
+    assert texts.tolist() == ["abé", None, None]
+    assert values[1] == -5.0 and np.isnan(values[0])
+    assert quality.tolist() == [0, 0, 0x80070000]  # actual 3 > max 2: Bad_DecodingError
+
+
+def test_string_writes_are_checked() -> None:
+    cfg = S7TagConfig(
+        path="a/l/c/e/s", address="DB1.DBB0", data_type=DataType.STRING, length=4, writable=True
+    )
+    assert raw_payload(cfg, cfg.parsed, "Aé") == bytes([2]) + "Aé".encode("latin-1")
+    assert cfg.width == 6
+    for bad, match in (("toolong", "do not fit"), ("€uro", "Latin-1"), (1.0, "write text")):
+        with pytest.raises(WriteRefused, match=match):
+            raw_payload(cfg, cfg.parsed, bad)
+    number = S7TagConfig(path="a/l/c/e/n", address="DB1.DBW0", data_type=DataType.INT16)
+    with pytest.raises(WriteRefused, match="not text"):
+        raw_payload(number, number.parsed, "12")

@@ -234,3 +234,52 @@ def test_sample_yaml_and_docs_examples_validate() -> None:
         assert f"`{name}`" in page, name
     for name in SparkplugEdgeConfig.model_fields:
         assert f"`{name}`" in page, name
+
+
+def test_string_and_text_metrics_on_string_tags() -> None:
+    tags = [
+        BoundTag(100, "e/s/sp/g1/n1/node/label", SparkplugTagConfig(path="sp/g1/n1/node/label",
+                 data_type="string")),  # type: ignore[arg-type]
+        BoundTag(101, "e/s/sp/g1/n1/node/note", SparkplugTagConfig(path="sp/g1/n1/node/note",
+                 data_type="string")),  # type: ignore[arg-type]
+        BoundTag(102, "e/s/sp/g1/n1/node/temp", SparkplugTagConfig(path="sp/g1/n1/node/temp")),
+    ]  # fmt: skip
+    cfg = SparkplugSourceConfig(
+        name="sp",
+        host="127.0.0.1",
+        groups=["g1"],
+        tag_template="sp/{group}/{node}/{device}/{metric}",
+    )
+
+    async def emit(batch: Batch) -> None:
+        raise AssertionError("handle() does not emit")
+
+    ctx = SourceContext(emit=emit, clock=ManualClock(), log=logging.getLogger("t"))
+    host = SparkplugHost(cfg, tags, ctx)
+    birth = encode(
+        [
+            OutMetric("bdSeq", None, codec.INT64, 1),
+            OutMetric("label", 1, codec.STRING, "hello"),
+            OutMetric("note", 2, codec.TEXT, None),
+            OutMetric("temp", 3, codec.DOUBLE, 1.5),
+        ],
+        seq=0,
+        timestamp_ms=900,
+    )
+    (batch,) = host.handle("spBv1.0/g1/NBIRTH/n1", birth, now=0.0)[0]
+    assert batch.tag_id.tolist() == [100, 101, 102]
+    assert batch.texts() == ["hello", None, None]
+    assert batch.quality.tolist() == [Quality.GOOD, Quality.BAD, Quality.GOOD]
+    data = encode(
+        [
+            OutMetric(None, 2, codec.TEXT, "a longer note", send_datatype=False),
+            OutMetric(None, 3, codec.DOUBLE, 2.5, send_datatype=False),
+        ],
+        seq=1,
+        timestamp_ms=1_000,
+    )
+    (batch,) = host.handle("spBv1.0/g1/NDATA/n1", data, now=0.0)[0]
+    assert batch.texts() == ["a longer note", None] and batch.value[1] == 2.5
+    data = encode([OutMetric(None, 3, codec.DOUBLE, 3.5)], seq=2, timestamp_ms=1_100)
+    (batch,) = host.handle("spBv1.0/g1/NDATA/n1", data, now=0.0)[0]
+    assert batch.text is None  # numeric payloads: no text column

@@ -21,6 +21,11 @@ Values: JSON numbers, ``true``/``false`` (1/0) and strings holding a number
 is not JSON but is a plain number or ``true``/``false``/``on``/``off`` (``21.5``,
 ``ON``) is accepted when the path is ``$``.
 
+String tags (``data_type: string``): a JSON string is the text as is, a JSON number or
+bool its JSON text (``1234``, ``true``); objects, arrays and null are rejected.  A
+payload that is not JSON is, for a string tag at path ``$``, its UTF-8 text with the
+surrounding whitespace removed (invalid UTF-8 is rejected).
+
 Timestamps: a number is epoch milliseconds; a string is ISO 8601 (``2024-05-01T12:00:00Z``,
 ``+02:00`` offsets; no zone means UTC).  Qualities: ``Good``/``Uncertain``/``Bad`` or a
 name such as ``Bad_SensorFailure`` (case-insensitive), an integer OPC UA status code, or
@@ -351,6 +356,9 @@ class FieldMap:
     member: str | None = field(init=False, default=None)
     """The name when the path is just ``$.name`` (the fast path), else ``None``."""
 
+    text: bool = False
+    """The tag is a string tag: the value is kept as text."""
+
     def __post_init__(self) -> None:
         steps = self.path.steps
         if len(steps) == 1 and isinstance(steps[0], Member):
@@ -370,6 +378,28 @@ class Decoded:
     ts: list[int]
     rejections: list[str]
     """One reason per rejected value (or one for the whole message)."""
+    texts: list[tuple[int, str]] = field(default_factory=list)
+    """String rows: (row position, text); their value is NaN."""
+
+
+def to_text(value: Any) -> str | None:
+    """A JSON value as a string tag's text: a string as is, a number or bool as its
+    JSON text; ``None`` for objects, arrays, null and non-finite numbers."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int):
+        return json.dumps(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return json.dumps(value)
+    return None
+
+
+def plain_text(payload: bytes) -> str | None:
+    """A non-JSON plain payload as text: UTF-8, surrounding whitespace removed."""
+    try:
+        return payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
 
 
 def decode_message(
@@ -390,12 +420,10 @@ def decode_message(
     try:
         doc = json.loads(payload)
     except (ValueError, RecursionError):
-        plain = plain_number(payload)
-        if plain is not None and all(f.path.is_root for f in known):
-            for f in known:
-                _row(out, f.tag_id, plain, int(Quality.GOOD), received_ns)
-            return out
-        _reject_all(out, known, received_ns, "not JSON and not a plain number")
+        if all(f.path.is_root for f in known):
+            _plain(out, payload, known, received_ns)
+        else:
+            _reject_all(out, known, received_ns, "not JSON and not a plain number")
         return out
 
     ts = received_ns
@@ -425,6 +453,9 @@ def decode_message(
     for f in known:
         member = f.member
         raw = doc.get(member, MISSING) if member is not None and is_dict else extract(doc, f.path)
+        if f.text:
+            _text_row(out, f, raw, code, ts, received_ns)
+            continue
         if type(raw) is float:
             number = raw if isfinite(raw) else None
         elif raw is MISSING:
@@ -445,6 +476,44 @@ def decode_message(
         qualities.append(code)
         stamps.append(ts)
     return out
+
+
+def _text_row(out: Decoded, f: FieldMap, raw: Any, code: int, ts: int, received_ns: int) -> None:
+    text = None if raw is MISSING else to_text(raw)
+    if text is None:
+        why = "missing" if raw is MISSING else f"not text ({type(raw).__name__})"
+        out.rejections.append(f"field {f.path} {why}")
+        _row(out, f.tag_id, math.nan, _BAD_DECODING, received_ns)
+        return
+    out.texts.append((len(out.tag_ids), text))
+    _row(out, f.tag_id, math.nan, code, ts)
+
+
+def _plain(out: Decoded, payload: bytes, known: list[FieldMap], received_ns: int) -> None:
+    """A payload that is not JSON, every field at ``$``: a plain number for numeric
+    tags, its text for string tags."""
+    if not known:  # nothing to attribute: only say when it is not even a number
+        if plain_number(payload) is None:
+            out.rejections.append("not JSON and not a plain number")
+        return
+    number = plain_number(payload) if any(not f.text for f in known) else None
+    text = plain_text(payload) if any(f.text for f in known) else None
+    rejected = False
+    for f in known:
+        if f.text and text is not None:
+            out.texts.append((len(out.tag_ids), text))
+            _row(out, f.tag_id, math.nan, int(Quality.GOOD), received_ns)
+        elif not f.text and number is not None:
+            _row(out, f.tag_id, number, int(Quality.GOOD), received_ns)
+        else:
+            _row(out, f.tag_id, math.nan, _BAD_DECODING, received_ns)
+            rejected = True
+    if rejected:
+        out.rejections.append(
+            "not JSON and not a plain number"
+            if number is None and text is None
+            else "not JSON and not a plain number (or UTF-8 text for a string tag)"
+        )
 
 
 def _row(out: Decoded, tag_id: int | None, value: float, quality: int, ts: int) -> None:

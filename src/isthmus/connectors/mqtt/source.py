@@ -5,7 +5,12 @@ Qualities produced:
 
 * Good — the field was read (or the quality the payload's quality field gives);
 * ``BAD_DECODING_ERROR`` — the payload of a topic that maps onto the tag could not be
-  decoded (not JSON, field missing, not a number, bad timestamp/quality);
+  decoded (not JSON, field missing, not a number, bad timestamp/quality; for a string
+  tag: an object, array or null, or a plain payload that is not UTF-8).
+
+String tags (``data_type: string``) get text samples (see
+:mod:`~isthmus.connectors.mqtt.mapping`); a batch carries a text column only when one
+of its rows is text.
 * ``BAD_COMMUNICATION_ERROR`` — the broker is unreachable (once per outage, via ``Link``).
 
 Metrics (``source.<name>.*``): ``messages``, ``values``, ``rejected`` (one per value or
@@ -36,6 +41,7 @@ from isthmus.connectors.mqtt.mapping import (
     parse_topic,
 )
 from isthmus.model.batch import Batch
+from isthmus.model.config import DataType
 
 RESOLVE_CACHE_MAX = 4096
 SUBACK_FAILURE = 0x80
@@ -70,6 +76,7 @@ class MqttSource:
         self.config = config
         self._ctx = ctx
         self._by_path = {t.config.path: t.tag_id for t in tags}
+        self._text_ids = {t.tag_id for t in tags if t.config.data_type is DataType.STRING}
         self._subs = [
             _Sub(
                 parse_topic(s.topic),
@@ -88,6 +95,7 @@ class MqttSource:
         self._values: list[float] = []
         self._qualities: list[int] = []
         self._ts: list[int] = []
+        self._texts: list[tuple[int, str]] = []  # (row in the pending batch, text)
         m = f"source.{config.name}."
         self._m_messages = m + "messages"
         self._m_values = m + "values"
@@ -119,7 +127,7 @@ class MqttSource:
                 tag_id = self._by_path.get(tag_path) if tag_path is not None else None
                 if tag_id is None:
                     unknown += 1
-                fields.append(FieldMap(path, tag_id))
+                fields.append(FieldMap(path, tag_id, text=tag_id in self._text_ids))
             routes.append(_Route(index, sub, tuple(fields), unknown))
         if len(self._cache) >= RESOLVE_CACHE_MAX:
             self._cache.clear()
@@ -157,6 +165,9 @@ class MqttSource:
                     decoded.rejections[0],
                 )
             if decoded.tag_ids:
+                if decoded.texts:
+                    offset = len(self._tag_ids)
+                    self._texts.extend((offset + row, text) for row, text in decoded.texts)
                 self._tag_ids.extend(decoded.tag_ids)
                 self._values.extend(decoded.values)
                 self._qualities.extend(decoded.qualities)
@@ -169,11 +180,18 @@ class MqttSource:
     def take_batch(self) -> Batch | None:
         if not self._tag_ids:
             return None
+        text = None
+        if self._texts:
+            text = np.full(len(self._tag_ids), None, dtype=object)
+            for row, item in self._texts:
+                text[row] = item
+            self._texts = []
         batch = Batch(
             np.array(self._tag_ids, dtype=np.int32),
             np.array(self._ts, dtype=np.int64),
             np.array(self._values, dtype=np.float64),
             np.array(self._qualities, dtype=np.uint32),
+            text=text,
         )
         self._tag_ids, self._values, self._qualities, self._ts = [], [], [], []
         return batch

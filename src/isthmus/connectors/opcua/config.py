@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from isthmus.model.config import SourceConfig, Strict, TagConfig, check_segment
+from isthmus.model.config import DataType, SourceConfig, Strict, TagConfig, check_segment
 from isthmus.model.durations import Duration
 
 MAX_ARRAY_LENGTH = 10_000
@@ -94,6 +94,10 @@ class OpcUaTagConfig(TagConfig):
             )
         if self.writable and (self.index is not None or self.array_length is not None):
             raise ValueError("array elements are read-only: remove writable")
+        if self.data_type is DataType.STRING and (
+            self.index is not None or self.array_length is not None
+        ):
+            raise ValueError("a string tag reads a scalar String node: remove index/array_length")
         return self
 
     def elements(self) -> list[OpcUaTagConfig]:

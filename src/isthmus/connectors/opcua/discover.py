@@ -27,9 +27,11 @@ letter or digit): other characters become ``_``.  A duplicate full path gets ``_
 
 Variables reached through ``HasProperty`` (metadata such as ``EURange``) are not tags.
 A one-dimensional array of numbers is written with ``array_length`` (one tag per
-element, ``<tag>.<i>``); an enumeration as ``int32`` with its ``enum`` labels.
-Variables whose type is not a number, a bool or an enumeration, multi-dimensional
-arrays, and arrays of unknown length are listed as comments with the reason.
+element, ``<tag>.<i>``); an enumeration as ``int32`` with its ``enum`` labels; a
+scalar String or LocalizedText as ``string``.  Variables whose type is not a number, a
+bool, text or an enumeration (a ByteString is binary, not text), arrays of strings,
+multi-dimensional arrays, and arrays of unknown length are listed as comments with the
+reason.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ _BUILTIN: dict[int, DataType] = {
     10: DataType.FLOAT32,  # Float
     11: DataType.FLOAT64,  # Double
     290: DataType.FLOAT64,  # Duration (a Double)
+    12: DataType.STRING,  # String
+    21: DataType.STRING,  # LocalizedText (its text)
 }
 _TYPE_NAMES: dict[int, str] = {
     0: "BaseDataType",
@@ -162,12 +166,17 @@ def data_type_of(type_id: Any, value_rank: int | None) -> tuple[DataType | None,
     ns = getattr(type_id, "NamespaceIndex", None)
     ident = getattr(type_id, "Identifier", None)
     if ns == _NS0 and isinstance(ident, int) and ident in _BUILTIN:
-        return _BUILTIN[ident], ""
+        ours = _BUILTIN[ident]
+        if ours is DataType.STRING and value_rank in (0, 1):
+            return None, f"array of {_TYPE_NAMES[ident]}: string tags read scalars"
+        return ours, ""
+    if ns == _NS0 and ident == 15:
+        return None, "type ByteString is binary, not a number, a bool or text"
     if ns == _NS0 and isinstance(ident, int):
         name = _TYPE_NAMES.get(ident, f"i={ident}")
     else:
         name = str(type_id.to_string()) if hasattr(type_id, "to_string") else str(type_id)
-    return None, f"type {name} is not a number or a bool"
+    return None, f"type {name} is not a number, a bool or text"
 
 
 def _q(text: str) -> str:
@@ -280,7 +289,7 @@ def render_yaml(
         if var.description:
             w.append(f"        description: {_q(var.description)}")
     if skipped:
-        w.append("    # Skipped variables (not readable as a number or bool):")
+        w.append("    # Skipped variables (not readable as a number, a bool or text):")
         for path, var in skipped:
             w.append(f"    #   {var.node_id} ({path}): {var.skip_reason}")
     return "\n".join(w) + "\n"
@@ -483,6 +492,8 @@ async def browse(
                 var.unit = str(display)
         else:
             low, high = getattr(value, "Low", None), getattr(value, "High", None)
+            if var.data_type is DataType.STRING:
+                continue  # a string tag takes no range
             if isinstance(low, float | int) and isinstance(high, float | int) and low < high:
                 var.range = (float(low), float(high))
     return Discovery(client.server_url.geturl(), namespaces, variables, browsed)

@@ -11,11 +11,17 @@ one fancy-index into a preallocated array; an array item is split into its eleme
 tags.  Each subscription group is its own subscription, its items carrying the
 group's server-side ``DataChangeFilter`` (absolute or percent deadband).
 
+String tags (``data_type: string``): a String value becomes the row's ``text`` (the
+batch's text column exists only when a string row is in it), a LocalizedText its
+``Text``, a null String the empty text; a ByteString is binary, not text, and is
+refused like any other non-text value.
+
 Qualities produced: the server's StatusCode as is (Good, Uncertain_*, Bad_*);
-``BAD_DECODING_ERROR`` for a value that is not a number or a bool (or an array where a
-scalar is configured); ``BAD_OUT_OF_RANGE`` for an array element beyond the array the
-server sent; ``BAD_CONFIGURATION_ERROR`` for a tag whose node (or deadband) the server
-refuses at subscribe time, or with a percent deadband on a node without ``EURange``;
+``BAD_DECODING_ERROR`` for a value that is not a number or a bool (not a String or a
+LocalizedText for a string tag; an array where a scalar is configured);
+``BAD_OUT_OF_RANGE`` for an array element beyond the array the server sent;
+``BAD_CONFIGURATION_ERROR`` for a tag whose node (or deadband) the server refuses at
+subscribe time, or with a percent deadband on a node without ``EURange``;
 ``BAD_COMMUNICATION_ERROR`` for every tag, once, when the connection is lost or the
 server sends bytes that are not OPC UA (see :mod:`~isthmus.connectors.opcua.guard`).
 """
@@ -45,6 +51,7 @@ from isthmus.connectors.opcua import guard, nodes, security
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig, SubscriptionGroup
 from isthmus.connectors.opcua.items import plan_items
 from isthmus.model.batch import Batch
+from isthmus.model.config import DataType
 from isthmus.model.errors import IsthmusError
 from isthmus.model.quality import SEVERITY_MASK, Quality, quality_name
 
@@ -85,6 +92,8 @@ _WRITABLE_TYPES: dict[int, ua.VariantType] = {
     10: ua.VariantType.Float,
     11: ua.VariantType.Double,
     290: ua.VariantType.Double,  # Duration
+    12: ua.VariantType.String,
+    21: ua.VariantType.LocalizedText,
 }
 _INT_LIMITS: dict[ua.VariantType, tuple[int, int]] = {
     ua.VariantType.SByte: (-(2**7), 2**7 - 1),
@@ -124,9 +133,16 @@ def status_text(code: int) -> str:
     return f"{name} (0x{int(code) & 0xFFFFFFFF:08X})"
 
 
-def coerce(value: float | int | bool, vtype: ua.VariantType) -> Any:
+def coerce(value: float | int | bool | str, vtype: ua.VariantType) -> Any:
     """``value`` as the Python value of a Variant of ``vtype``; ValueError if it does not
-    fit (a fraction for an integer node, out of the type's range, NaN for a bool)."""
+    fit (a fraction for an integer node, out of the type's range, NaN for a bool, a
+    number for a String node or text for a number node)."""
+    if vtype in (ua.VariantType.String, ua.VariantType.LocalizedText):
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not text (the node is a {vtype.name})")
+        return value if vtype is ua.VariantType.String else ua.LocalizedText(value)
+    if isinstance(value, str):
+        raise ValueError(f"{value!r} is text, not a number or a bool ({vtype.name} node)")
     if isinstance(value, bool):
         number: float | int = int(value)
     elif isinstance(value, int | float):
@@ -212,6 +228,9 @@ class OpcUaSource:
         self.ctx = ctx
         self.tags = list(tags)
         self._tag_ids = np.array([t.tag_id for t in self.tags], dtype=np.int32)
+        self._text_tag = np.array(
+            [t.config.data_type is DataType.STRING for t in self.tags], dtype=np.bool_
+        )
         self._items = plan_items([t.config for t in self.tags])
         # Handle h (the client handle of item h) → its tag's index; -1 for array items,
         # whose element tags are in _arrays.
@@ -311,7 +330,15 @@ class OpcUaSource:
 
     async def _session(self) -> None:
         """Connect, subscribe, then wait until the connection is lost."""
-        client = Client(self.config.endpoint, timeout=self.config.timeout)
+        # asyncua probes the server's state every watchdog interval with a timeout of at
+        # most that interval (1 s by default): on a busy event loop (100k changes/s) the
+        # probe missed its second and a healthy session was dropped.  The probe gets the
+        # same patience as any other request.
+        client = Client(
+            self.config.endpoint,
+            timeout=self.config.timeout,
+            watchdog_intervall=max(1.0, self.config.timeout),
+        )
         client.session_timeout = 600_000  # ms; the common server maximum, avoids a revision
         self._client = client
         self.server_state = None
@@ -617,11 +644,11 @@ class OpcUaSource:
             return self._by_path[tag]
         raise OpcUaWriteError(f"opcua source {self.name}: no tag {tag!r}")
 
-    async def write(self, tag: str | int, value: float | int | bool) -> None:
+    async def write(self, tag: str | int, value: float | int | bool | str) -> None:
         """Write ``value`` to a writable tag's node, converted to the node's DataType
-        (read once per tag and cached), check the server's StatusCode, then read the
-        value back.  ``tag``: its UNS path, its path below the site, or its tag id.
-        Raises :class:`OpcUaWriteError`; nothing is retried."""
+        (read once per tag and cached; text for a String or LocalizedText node), check
+        the server's StatusCode, then read the value back.  ``tag``: its UNS path, its
+        path below the site, or its tag id.  Raises :class:`OpcUaWriteError`; nothing is retried."""
         index = self._tag_index(tag)
         bound = self.tags[index]
         node = bound.config.node
@@ -647,7 +674,7 @@ class OpcUaSource:
         self.ctx.metrics.inc(self._m_writes)
 
     async def _write(
-        self, client: Any, index: int, node_id: Any, value: float | int | bool, label: str
+        self, client: Any, index: int, node_id: Any, value: float | int | bool | str, label: str
     ) -> None:
         vtype = self._write_types.get(index)
         if vtype is None:
@@ -672,6 +699,8 @@ class OpcUaSource:
         if vtype is ua.VariantType.Float and isinstance(got, float):
             expected = float(np.float32(coerced))
             got = float(np.float32(got))
+        elif vtype is ua.VariantType.LocalizedText:
+            expected, got = value, getattr(got, "Text", got)
         if got != expected:
             raise OpcUaWriteError(f"{label}: wrote {coerced!r} but read back {got!r}")
 
@@ -704,9 +733,11 @@ class OpcUaSource:
             ua.VariantType.Boolean,
             ua.VariantType.Float,
             ua.VariantType.Double,
+            ua.VariantType.String,
+            ua.VariantType.LocalizedText,
         ):
             return ua.VariantType(vtype)
-        raise OpcUaWriteError(f"{label}: node type {type_id} is not a number or a bool")
+        raise OpcUaWriteError(f"{label}: node type {type_id} is not a number, a bool or text")
 
     # -- notifications ------------------------------------------------------------------
 
@@ -759,14 +790,18 @@ class OpcUaSource:
         ts = self._timestamps(stamps)
         index = np.where(known, self._item_tag[np.where(known, handles, 0)], -1)
         scalar = index >= 0
+        text: npt.NDArray[np.object_] | None
         if scalar.all():
-            value = self._values(values, codes)
+            value, text = self._values(values, codes, index)
         else:
             keep = np.flatnonzero(scalar)
             parts_index = [index[keep]]
             parts_ts = [ts[keep]]
             parts_codes = [codes[keep]]
-            parts_value = [self._values([values[k] for k in keep], parts_codes[0])]
+            scalar_value, text = self._values(
+                [values[k] for k in keep], parts_codes[0], parts_index[0]
+            )
+            parts_value = [scalar_value]
             for k in np.flatnonzero(known & ~scalar):
                 tags, elements = self._arrays[int(handles[k])]
                 parts_index.append(tags)
@@ -778,18 +813,24 @@ class OpcUaSource:
             ts = np.concatenate(parts_ts)
             codes = np.concatenate(parts_codes)
             value = np.concatenate(parts_value)
+            if text is not None:  # element tags are numeric: no text
+                text = np.concatenate([text, np.full(len(value) - len(text), None, object)])
         if self._gap_ns is not None:
             self._close_gap(index, ts)
-        batch = Batch(self._tag_ids[index], ts, value, codes)
+        batch = Batch(self._tag_ids[index], ts, value, codes, text=text)
         metrics.inc(self._m_publishes)
         metrics.inc(self._m_notifications, n)
         metrics.inc(self._m_values, int(np.count_nonzero(batch.quality == 0)))
         return batch
 
-    def _values(self, values: list[Any], codes: npt.NDArray[np.uint32]) -> npt.NDArray[Any]:
-        if set(map(type, values)) <= _NUMERIC:
-            return np.array(values, dtype=np.float64)
-        return self._slow_values(values, codes)
+    def _values(
+        self, values: list[Any], codes: npt.NDArray[np.uint32], index: npt.NDArray[np.intp]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.object_] | None]:
+        """The value column of scalar rows (``index``: their tags) and, when a string
+        tag is among them, the text column."""
+        if set(map(type, values)) <= _NUMERIC and not self._text_tag[index].any():
+            return np.array(values, dtype=np.float64), None
+        return self._slow_values(values, codes, self._text_tag[index])
 
     def _elements(
         self, raw: Any, code: int, elements: npt.NDArray[np.intp]
@@ -859,12 +900,42 @@ class OpcUaSource:
             now = self.ctx.clock.now_ns()
             return np.array([now if s is None else _to_ns(s) for s in stamps], dtype=np.int64)
 
-    def _slow_values(self, values: list[Any], codes: npt.NDArray[np.uint32]) -> npt.NDArray[Any]:
-        """Values with non-numbers: those samples become BAD_DECODING_ERROR (in ``codes``)."""
+    def _slow_values(
+        self,
+        values: list[Any],
+        codes: npt.NDArray[np.uint32],
+        is_text: npt.NDArray[np.bool_],
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.object_] | None]:
+        """Values with non-numbers or string tags: a string tag's String (LocalizedText:
+        its text; null: empty) goes to the text column; other non-numbers, and
+        anything but text for a string tag, become BAD_DECODING_ERROR (in ``codes``)."""
         out = np.full(len(values), np.nan, dtype=np.float64)
+        text: npt.NDArray[np.object_] | None = None
+        if is_text.any():
+            text = np.full(len(values), None, dtype=object)
         bad = 0
         for i, v in enumerate(values):
-            if type(v) in _NUMERIC:
+            if is_text[i]:
+                assert text is not None
+                if isinstance(v, str):
+                    text[i] = v
+                elif isinstance(v, ua.LocalizedText):
+                    text[i] = v.Text or ""
+                elif v is None:
+                    if not codes[i] & 0x80000000:
+                        text[i] = ""  # a null String
+                else:
+                    codes[i] = Quality.BAD_DECODING_ERROR
+                    bad += 1
+                    self._burst.warning(
+                        "decode-text",
+                        "opcua source %s: a string tag received %s %.40r, not a String or "
+                        "LocalizedText: Bad_DecodingError",
+                        self.name,
+                        "a ByteString" if isinstance(v, bytes) else type(v).__name__,
+                        v,
+                    )
+            elif type(v) in _NUMERIC:
                 out[i] = v
             elif v is None and codes[i] & 0x80000000:
                 continue  # a Bad sample without a value: keep the server's status
@@ -889,4 +960,4 @@ class OpcUaSource:
         if bad:
             self.ctx.metrics.inc(self._m_decode, bad)
             self.ctx.metrics.inc(self._m_errors, bad)
-        return out
+        return out, text

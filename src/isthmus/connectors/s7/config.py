@@ -13,6 +13,10 @@ The size letter fixes the width; ``data_type`` says how to read it (``X``: bool;
 ``D``: int32 = DINT, uint32 = DWORD, float32 = REAL; ``L``: float64 = LREAL,
 int64 = LINT, uint64 = ULINT).  Without ``data_type`` the letter's default applies
 (X bool, B uint16, W int16, D float32, L float64).
+
+Strings: an S7 ``STRING[n]`` is ``data_type: string`` at the byte where it starts
+(``DB10.DBB20``) with ``length: n``; it occupies ``n + 2`` bytes (maximum length,
+actual length, then ``n`` characters, one byte each).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ MAX_DB = 65535
 MAX_BYTE = 65535
 MIN_PDU = 240
 MAX_PDU = 960
+MAX_STRING = MIN_PDU - 12 - 2 - 4 - 2
+"""Longest STRING[n] read: its n + 2 bytes fit one item of the smallest PDU (240)."""
 
 
 class Area(StrEnum):
@@ -69,7 +75,7 @@ class Size(IntEnum):
 
 ALLOWED_TYPES: dict[Size, tuple[DataType, ...]] = {
     Size.X: (DataType.BOOL,),
-    Size.B: (DataType.UINT16, DataType.INT16),
+    Size.B: (DataType.UINT16, DataType.INT16, DataType.STRING),
     Size.W: (DataType.INT16, DataType.UINT16),
     Size.D: (DataType.FLOAT32, DataType.INT32, DataType.UINT32),
     Size.L: (DataType.FLOAT64, DataType.INT64, DataType.UINT64),
@@ -144,6 +150,13 @@ def parse_address(text: str) -> S7Address:
 
 class S7TagConfig(PolledTagConfig):
     address: str = Field(description="S7 absolute address: DB10.DBX4.3, DB10.DBW6, MW20, I0.1...")
+    length: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_STRING,
+        description=f"data_type string: n of the PLC's STRING[n] (1..{MAX_STRING}); "
+        "the tag occupies n + 2 bytes from its byte address",
+    )
 
     @field_validator("address")
     @classmethod
@@ -165,6 +178,11 @@ class S7TagConfig(PolledTagConfig):
     def _type_fits(self) -> S7TagConfig:
         addr = self.parsed
         allowed = ALLOWED_TYPES[addr.size]
+        if self.data_type is DataType.STRING and addr.size is not Size.B:
+            raise ValueError(
+                f"{addr}: a STRING is addressed by its first byte (e.g. DB10.DBB20, MB4), "
+                "with length: n"
+            )
         if self.data_type not in allowed:
             names = ", ".join(t.value for t in allowed)
             raise ValueError(
@@ -173,7 +191,23 @@ class S7TagConfig(PolledTagConfig):
             )
         if self.writable and addr.area is Area.I:
             raise ValueError(f"{addr} is an input (I/E area): inputs cannot be written")
+        if self.data_type is DataType.STRING:
+            if self.length is None:
+                raise ValueError(
+                    f"a string at {addr} needs length: n (the n of the PLC's STRING[n])"
+                )
+            if addr.byte + self.length + 1 > MAX_BYTE:
+                raise ValueError(f"{addr}: STRING[{self.length}] runs past byte {MAX_BYTE}")
+        elif self.length is not None:
+            raise ValueError("length is for data_type string only")
         return self
+
+    @property
+    def width(self) -> int:
+        """Bytes occupied: the address's size, or n + 2 for a STRING[n]."""
+        if self.data_type is DataType.STRING and self.length is not None:
+            return self.length + 2
+        return self.parsed.width
 
     @property
     def parsed(self) -> S7Address:

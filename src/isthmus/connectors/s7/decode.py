@@ -9,6 +9,11 @@ request *and* response both fit the PDU (at most ``max_items`` items each).
 S7 is big-endian.  Decoding a block is one fancy-index + ``view`` per data type
 (precomputed NumPy index arrays, no per-tag Python work); bits are ``(byte >> bit) & 1``.
 Values come out as float64; 64-bit integers above 2**53 lose precision there.
+
+Strings (``STRING[n]``: max length byte, actual length byte, n one-byte characters)
+are decoded per tag into the batch's text column, as Latin-1 (every byte is a
+character, so decoding never fails); an actual length above the maximum or above the
+configured ``n`` (a wrong address or length) is ``BAD_DECODING_ERROR``.
 """
 
 from __future__ import annotations
@@ -83,9 +88,13 @@ class PlanTag:
     tag_id: int
     address: S7Address
     data_type: DataType
+    length: int | None = None
+    """n of a STRING[n] (data_type string)."""
 
     @property
     def width(self) -> int:
+        if self.length is not None:
+            return self.length + 2
         return self.address.width
 
 
@@ -98,6 +107,8 @@ class DecodeGroup:
     index: IntArray
     target: np.dtype[Any] | None
     bits: npt.NDArray[np.uint8] | None = None
+    lengths: tuple[int, ...] | None = None
+    """STRING groups: n of each tag's STRING[n] (``index`` holds its first byte)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -114,6 +125,10 @@ class ReadBlock:
     groups: tuple[DecodeGroup, ...]
 
     @property
+    def has_text(self) -> bool:
+        return any(g.lengths is not None for g in self.groups)
+
+    @property
     def area_code(self) -> int:
         return AREA_CODE[self.area]
 
@@ -126,10 +141,15 @@ class ReadBlock:
         return self.stop - self.start
 
     def decode_into(
-        self, data: bytes | bytearray, values: FloatArray, quality: QualityArray
+        self,
+        data: bytes | bytearray,
+        values: FloatArray,
+        quality: QualityArray,
+        texts: npt.NDArray[np.object_] | None = None,
     ) -> int:
-        """Decode the block's bytes into ``values[start:stop]``; a short answer makes
-        the block ``BAD_DECODING_ERROR`` (never raises).  Returns the Good count."""
+        """Decode the block's bytes into ``values[start:stop]`` (strings into
+        ``texts``, needed when the block has any); a short answer makes the block
+        ``BAD_DECODING_ERROR`` (never raises).  Returns the Good count."""
         out = values[self.start : self.stop]
         q = quality[self.start : self.stop]
         if len(data) != self.size:
@@ -138,25 +158,69 @@ class ReadBlock:
             return 0
         raw = np.frombuffer(bytes(data), dtype=np.uint8)
         q.fill(Quality.GOOD)
+        bad = 0
         with np.errstate(invalid="ignore"):
             for group in self.groups:
+                if group.lengths is not None:
+                    assert texts is not None, "a block with strings needs a text column"
+                    bad += _decode_strings(group, bytes(data), self.start, out, q, texts)
+                    continue
                 picked = raw[group.index]
                 if group.bits is not None:
                     out[group.positions] = (picked[:, 0] >> group.bits) & 1
                 else:
                     assert group.target is not None
                     out[group.positions] = np.ascontiguousarray(picked).view(group.target)[:, 0]
-        return len(out)
+        return len(out) - bad
 
     def decode(self, data: bytes | bytearray) -> tuple[FloatArray, QualityArray]:
         values = np.empty(self.stop, dtype=np.float64)
         quality = np.empty(self.stop, dtype=np.uint32)
-        self.decode_into(data, values, quality)
+        texts = np.full(self.stop, None, dtype=object) if self.has_text else None
+        self.decode_into(data, values, quality, texts)
         return values[self.start :], quality[self.start :]
 
     def fail_into(self, quality: QualityArray, values: FloatArray, code: int) -> None:
         values[self.start : self.stop] = np.nan
         quality[self.start : self.stop] = code
+
+
+def _decode_strings(
+    group: DecodeGroup,
+    data: bytes,
+    start: int,
+    out: FloatArray,
+    q: QualityArray,
+    texts: npt.NDArray[np.object_],
+) -> int:
+    """The STRING tags of one group: text (Latin-1) or ``BAD_DECODING_ERROR``; returns
+    how many were Bad."""
+    assert group.lengths is not None
+    bad = 0
+    starts = group.index[:, 0].tolist()
+    for pos, first, n in zip(group.positions.tolist(), starts, group.lengths, strict=True):
+        out[pos] = np.nan
+        maximum, actual = data[first], data[first + 1]
+        if actual > n or (maximum and actual > maximum):
+            q[pos] = Quality.BAD_DECODING_ERROR
+            bad += 1
+            continue
+        texts[start + pos] = data[first + 2 : first + 2 + actual].decode("latin-1")
+    return bad
+
+
+def encode_string(text: str, length: int) -> bytes:
+    """The actual-length byte and characters of ``text`` for a STRING[``length``]
+    (written from the string's second byte, so the PLC's maximum length stays as it
+    is).  ValueError if it is too long or not Latin-1."""
+    try:
+        chars = text.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise ValueError(f"{bad!r} is not a single-byte (Latin-1) character") from None
+    if len(chars) > length:
+        raise ValueError(f"{len(chars)} characters do not fit STRING[{length}]")
+    return bytes([len(chars)]) + chars
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -193,6 +257,10 @@ class ReadPlan:
     def blocks(self) -> tuple[ReadBlock, ...]:
         return tuple(b for r in self.requests for b in r.blocks)
 
+    @property
+    def has_text(self) -> bool:
+        return any(b.has_text for b in self.blocks)
+
     def __len__(self) -> int:
         return len(self.tag_ids)
 
@@ -221,13 +289,13 @@ def build_plan(
     i = 0
     while i < len(ordered):
         first = ordered[i].address
-        begin, end = first.byte, first.byte + first.width
+        begin, end = first.byte, first.byte + ordered[i].width
         j = i + 1
         while j < len(ordered):
             nxt = ordered[j].address
             if nxt.area is not first.area or nxt.db != first.db:
                 break
-            new_end = max(end, nxt.byte + nxt.width)
+            new_end = max(end, nxt.byte + ordered[j].width)
             if nxt.byte - end > max_gap or new_end - begin > limit:
                 break
             end = new_end
@@ -264,7 +332,10 @@ def _compile_block(tags: Sequence[PlanTag], byte: int, size: int, start: int) ->
         offsets = np.array([tags[p].address.byte - byte for p in positions], dtype=np.intp)
         index = np.ascontiguousarray(offsets[:, None] + np.arange(width, dtype=np.intp)[None, :])
         pos_arr = np.array(positions, dtype=np.intp)
-        if size_letter is Size.X:
+        if data_type is DataType.STRING:
+            lengths = tuple(tags[p].length or 0 for p in positions)
+            groups.append(DecodeGroup(pos_arr, index, None, None, lengths))
+        elif size_letter is Size.X:
             bits = np.array([tags[p].address.bit or 0 for p in positions], dtype=np.uint8)
             groups.append(DecodeGroup(pos_arr, index, None, bits))
         else:
@@ -285,7 +356,7 @@ def plan_for(
     config: S7SourceConfig, tags: Sequence[BoundTag[S7TagConfig]], pdu: int = MIN_PDU
 ) -> ReadPlan:
     return build_plan(
-        [PlanTag(t.tag_id, t.config.parsed, t.config.data_type) for t in tags],
+        [PlanTag(t.tag_id, t.config.parsed, t.config.data_type, t.config.length) for t in tags],
         pdu=pdu,
         max_gap=config.max_gap,
         max_items=config.max_items,

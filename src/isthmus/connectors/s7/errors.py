@@ -27,6 +27,6 @@ class WriteNotConfirmed(WriteFailed):
     """The PLC accepted the write but reading it back gave another value (its program
     overwrote it).  ``read_back`` is the engineering value read."""
 
-    def __init__(self, message: str, read_back: float) -> None:
+    def __init__(self, message: str, read_back: float | str) -> None:
         super().__init__(message)
         self.read_back = read_back

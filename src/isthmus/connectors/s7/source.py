@@ -8,13 +8,15 @@ ends a call still waiting in the worker.
 
 Reads go out as S7 "read var" requests carrying several items each (packed to the
 negotiated PDU by :mod:`.decode`); each item's return code is checked separately, so a
-missing DB only makes its own tags Bad.  Qualities produced:
+missing DB only makes its own tags Bad.  String tags (``STRING[n]``) fill the batch's
+text column, present only when the group has a string tag.  Qualities produced:
 
 * Good — the block holding the tag was read and decoded;
 * ``BAD_CONFIGURATION_ERROR`` — the PLC refused the item as wrong: object does not exist
   (DB missing), address out of range, access denied (PUT/GET off), type not supported;
 * ``BAD_DEVICE_FAILURE`` — hardware fault or another item error, or a header error;
-* ``BAD_DECODING_ERROR`` — a malformed or short answer;
+* ``BAD_DECODING_ERROR`` — a malformed or short answer; a ``STRING[n]`` whose actual
+  length exceeds its maximum or ``n`` (a wrong address or length);
 * ``BAD_COMMUNICATION_ERROR`` — unreachable / connection lost / timeout (via :class:`Link`:
   once per outage, then reconnects with capped backoff).
 """
@@ -60,6 +62,7 @@ from isthmus.connectors.s7.decode import (
     ReadPlan,
     ReadRequest,
     decode_value,
+    encode_string,
     encode_value,
     plans_for,
 )
@@ -251,6 +254,7 @@ class S7Source:
         n = len(plan)
         values = np.empty(n, dtype=np.float64)
         quality = np.empty(n, dtype=np.uint32)
+        texts = np.full(n, None, dtype=object) if plan.has_text else None
         good = 0
         errors = 0
         for request in plan.requests:
@@ -295,9 +299,9 @@ class S7Source:
                         hint,
                     )
                     continue
-                got = block.decode_into(item, values, quality)
+                got = block.decode_into(item, values, quality, texts)
                 good += got
-                if got < len(block):
+                if got < len(block) and len(item) != block.size:
                     errors += 1
                     self._burst.warning(
                         f"decode:{block.label}",
@@ -306,6 +310,15 @@ class S7Source:
                         block.label,
                         len(item),
                     )
+                elif got < len(block):
+                    errors += 1
+                    self._burst.warning(
+                        f"string:{block.label}",
+                        "s7 source %s: a STRING in %s has an actual length above its "
+                        "maximum or its configured length (check address and length)",
+                        self.name,
+                        block.label,
+                    )
         metrics = self.ctx.metrics
         metrics.inc(self._m_requests, len(plan.requests))
         metrics.inc(self._m_values, good)
@@ -313,7 +326,7 @@ class S7Source:
             metrics.inc(self._m_errors, errors)
         ts = self.ctx.clock.now_ns()
         await self.ctx.emit(
-            Batch(plan.tag_ids.copy(), np.full(n, ts, dtype=np.int64), values, quality)
+            Batch(plan.tag_ids.copy(), np.full(n, ts, dtype=np.int64), values, quality, text=texts)
         )
 
     # -- writes -------------------------------------------------------------------------
@@ -324,9 +337,13 @@ class S7Source:
             raise WriteRefused(f"s7 source {self.name}: no tag {key!r}")
         return bound
 
-    async def write(self, tag: str | int, value: float | int | bool) -> None:
+    async def write(self, tag: str | int, value: float | int | bool | str) -> None:
         """Write the engineering ``value`` to a tag (id, UNS path or tag map path), then
         read it back when ``verify_writes`` is on.
+
+        A string tag takes text (Latin-1, at most n characters of its STRING[n]): the
+        actual length and the characters are written, the PLC's maximum length byte
+        is left as it is.
 
         Bits are written with the S7 BIT transport size (atomic in the PLC) unless
         ``bit_writes: byte``, which reads the byte, changes the bit and writes the byte
@@ -342,6 +359,8 @@ class S7Source:
         if addr.area is Area.I:
             raise WriteRefused(f"{cfg.path}: {addr} is an input and cannot be written")
         payload = raw_payload(cfg, addr, value)
+        if cfg.data_type is DataType.STRING:  # from the actual-length byte on
+            addr = S7Address(addr.area, addr.db, addr.byte + 1, addr.size)
         client = self._client
         if client is None or not self._link.connected:
             self.ctx.metrics.inc(self._m_write_errors)
@@ -349,7 +368,9 @@ class S7Source:
         try:
             await self._call(_write_sync, client, addr, payload, self.config.bit_writes)
             read_back = (
-                await self._call(_read_sync, client, addr) if self.config.verify_writes else None
+                await self._call(_read_sync, client, addr, len(payload))
+                if self.config.verify_writes
+                else None
             )
         except S7ProtocolError as exc:
             self.ctx.metrics.inc(self._m_write_errors)
@@ -361,7 +382,9 @@ class S7Source:
             self.ctx.metrics.inc(self._m_write_errors)
             raise WriteFailed(f"{cfg.path}: write of {addr} failed: {exc}") from None
         self.ctx.metrics.inc(self._m_writes)
-        self.ctx.log.info("s7 source %s: wrote %s = %r (%s)", self.name, cfg.path, value, addr)
+        self.ctx.log.info(
+            "s7 source %s: wrote %s = %r (%s)", self.name, cfg.path, value, cfg.address
+        )
         if read_back is None:
             return
         expected = payload if addr.size is not Size.X else bytes([payload[0] & 1])
@@ -376,9 +399,19 @@ class S7Source:
             )
 
 
-def raw_payload(cfg: S7TagConfig, addr: S7Address, value: float | int | bool) -> bytes:
+def raw_payload(cfg: S7TagConfig, addr: S7Address, value: float | int | bool | str) -> bytes:
     """The bytes to write for engineering ``value`` (inverse scale/offset, range check);
-    a bit gives one byte 0/1.  Raises :class:`WriteRefused`."""
+    a bit gives one byte 0/1; a string its actual-length byte and characters.  Raises
+    :class:`WriteRefused`."""
+    if cfg.data_type is DataType.STRING:
+        if not isinstance(value, str):
+            raise WriteRefused(f"{cfg.path}: {addr} holds a STRING: write text, not {value!r}")
+        try:
+            return encode_string(value, cfg.length or 0)
+        except ValueError as exc:
+            raise WriteRefused(f"{cfg.path}: {exc}") from None
+    if isinstance(value, str):
+        raise WriteRefused(f"{cfg.path}: {addr} holds {cfg.data_type.value}, not text")
     if isinstance(value, bool) or addr.size is Size.X:
         if addr.size is not Size.X:
             raise WriteRefused(f"{cfg.path}: {addr} holds {cfg.data_type.value}, not a bool")
@@ -411,7 +444,9 @@ def raw_payload(cfg: S7TagConfig, addr: S7Address, value: float | int | bool) ->
     return encode_value(addr.size, cfg.data_type, raw)
 
 
-def _engineering(cfg: S7TagConfig, addr: S7Address, data: bytes) -> float:
+def _engineering(cfg: S7TagConfig, addr: S7Address, data: bytes) -> float | str:
+    if cfg.data_type is DataType.STRING:
+        return data[1 : 1 + data[0]].decode("latin-1") if data else ""
     if addr.size is Size.X:
         return float(data[0])
     return decode_value(addr.size, cfg.data_type, data) * cfg.scale + cfg.offset
@@ -435,8 +470,9 @@ def _read_request(client: Client, request: ReadRequest) -> list[bytes | int]:
     return parse_items(bytes(response.get("raw_data", b"")), len(specs))
 
 
-def _read_sync(client: Client, addr: S7Address) -> bytes:
-    return bytes(client.read_area(_snap7_area(addr.area), addr.db, addr.byte, addr.width))
+def _read_sync(client: Client, addr: S7Address, size: int | None = None) -> bytes:
+    area = _snap7_area(addr.area)
+    return bytes(client.read_area(area, addr.db, addr.byte, size or addr.width))
 
 
 def _write_sync(client: Client, addr: S7Address, payload: bytes, bit_writes: BitWrite) -> None:

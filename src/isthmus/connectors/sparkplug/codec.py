@@ -4,6 +4,9 @@ Only this module touches the generated protobuf code (``sparkplug_b_pb2``, untyp
 the rest of the connector sees the dataclasses below.  Decoding never raises anything
 but :class:`DecodeError`; a metric whose value does not fit its declared datatype is
 kept with ``error`` set, so one bad metric does not lose the others of its payload.
+
+Strings: a String or Text metric (datatypes 12, 14) decodes as a non-numeric metric
+whose ``text`` is its value; string tags are published as String metrics.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ UUID, DATASET, BYTES, FILE, TEMPLATE = 15, 16, 17, 18, 19
 NUMERIC_TYPES = frozenset(
     {INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64, FLOAT, DOUBLE, BOOLEAN, DATETIME}
 )
+TEXT_TYPES = frozenset({STRING, TEXT})
 _SIGNED_BITS = {INT8: 8, INT16: 16, INT32: 32, INT64: 64}
 _VALUE_FIELD = {
     INT8: "int_value",
@@ -107,6 +111,18 @@ class Metric:
     error: str | None = None
     field: str | None = None
     """The protobuf value field that was set (int_value, long_value...)."""
+
+    @property
+    def text(self) -> str | None:
+        """The value of a String or Text metric (datatype 12/14, or none declared);
+        None for anything else."""
+        if (
+            self.field == "string_value"
+            and (self.datatype is None or self.datatype in TEXT_TYPES)
+            and isinstance(self.raw, str)
+        ):
+            return self.raw
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +236,7 @@ DATATYPE_OF: dict[DataType, int] = {
     DataType.UINT64: UINT64,
     DataType.FLOAT32: FLOAT,
     DataType.FLOAT64: DOUBLE,
+    DataType.STRING: STRING,
 }
 
 
@@ -247,7 +264,7 @@ def _set_value(m: Any, datatype: int, value: float | bool | int | str | None) ->
         m.float_value = float(struct.unpack("<f", struct.pack("<f", float(value)))[0])
     elif datatype == DOUBLE:
         m.double_value = float(value)
-    elif datatype == STRING:
+    elif datatype in (STRING, TEXT):
         m.string_value = str(value)
     elif datatype in (INT8, INT16, INT32, UINT8, UINT16, UINT32):
         m.int_value = int(value) & 0xFFFFFFFF

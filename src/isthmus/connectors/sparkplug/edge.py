@@ -13,8 +13,9 @@ Values come from the local transport through a bounded ``drop_oldest`` subscript
 (``transport.sparkplug-edge.dropped_batches`` counts what was dropped).  A sample with
 a quality other than Good carries a ``Quality`` property (UInt32, the OPC UA status
 code); a non-finite value is sent as ``is_null``.  Historical batches are published
-with ``is_historical`` set.  Metrics: ``sparkplug_edge.published``, ``.births``,
-``.rebirths``, ``.errors``.
+with ``is_historical`` set.  A string tag is a String metric (datatype 12) carrying
+the sample's text (``is_null`` for a sample without text).  Metrics:
+``sparkplug_edge.published``, ``.births``, ``.rebirths``, ``.errors``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import aiomqtt
@@ -40,6 +42,7 @@ from isthmus.connectors.sparkplug.codec import (
     FLOAT,
     INT64,
     REBIRTH_METRIC,
+    STRING,
     DecodeError,
     OutMetric,
     decode,
@@ -94,7 +97,9 @@ class SparkplugEdge:
             datatype = DATATYPE_OF[entry.config.value_type]
             self._tags[entry.tag_id] = _EdgeTag(entry.tag_id, dev, parts[-1], datatype)
             self.devices.setdefault(dev, []).append(entry.tag_id)
-        self._latest: dict[int, tuple[int, float, int]] = {}
+        self._latest: dict[int, tuple[int, float | str | None, int]] = {}
+        """tag id → (ts, value, quality) of its last live sample; the value is the
+        text (or None) for a string tag."""
         self._seq = 0
         self._bd_seq_file = (
             state_dir / f"sparkplug-edge-{config.group}-{config.edge_node}.bdseq"
@@ -208,18 +213,20 @@ class SparkplugEdge:
     async def publish_batch(self, batch: Batch) -> None:
         """Remember the batch's values; while connected publish one DDATA per device."""
         rows: dict[str, list[int]] = {}
-        for tag_id, ts, value, quality in zip(
+        for tag_id, ts, value, quality, text in zip(
             batch.tag_id.tolist(),
             batch.ts.tolist(),
             batch.value.tolist(),
             batch.quality.tolist(),
+            repeat(None, len(batch)) if batch.text is None else batch.texts(),
             strict=True,
         ):
             tag = self._tags.get(tag_id)
             if tag is None:
                 continue
             if not batch.historical:
-                self._latest[tag_id] = (ts, value, quality)
+                sample = text if tag.datatype == STRING else value
+                self._latest[tag_id] = (ts, sample, quality)
             rows.setdefault(tag.device, []).append(tag_id)
         client = self._client
         if client is None or not rows:
@@ -234,14 +241,18 @@ class SparkplugEdge:
     def _rows(self, batch: Batch, ids: list[int]) -> list[OutMetric]:
         """Every sample of ``ids`` in the batch, alias only, in batch order."""
         out = []
+        text = batch.text
         for k in np.flatnonzero(np.isin(batch.tag_id, ids)).tolist():
             tag = self._tags[int(batch.tag_id[k])]
+            sample = None if text is None else text[k]
+            if tag.datatype != STRING:
+                sample = float(batch.value[k])
             out.append(
                 OutMetric(
                     None,
                     tag.tag_id,
                     tag.datatype,
-                    _wire_value(float(batch.value[k]), tag.datatype),
+                    _wire_value(sample, tag.datatype),
                     timestamp_ms=int(batch.ts[k]) // 1_000_000,
                     quality=int(batch.quality[k]) or None,
                     is_historical=batch.historical,
@@ -320,8 +331,10 @@ class SparkplugEdge:
             await asyncio.gather(consumer, return_exceptions=True)
 
 
-def _wire_value(value: float, datatype: int) -> float | bool | int | None:
-    if not math.isfinite(value):
+def _wire_value(value: float | str | None, datatype: int) -> float | bool | int | str | None:
+    if datatype == STRING:
+        return value if isinstance(value, str) else None
+    if value is None or isinstance(value, str) or not math.isfinite(value):
         return None
     if datatype == BOOLEAN:
         return value != 0.0

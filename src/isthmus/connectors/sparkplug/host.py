@@ -6,9 +6,15 @@ into batches (one per received payload; a payload that mixes live and ``is_histo
 metrics yields one live batch and one ``historical=True`` batch), NCMD rebirth requests
 and, for a primary host (``host_id``), the Sparkplug 3.0 STATE message.
 
+Strings: a String or Text metric mapped onto a ``data_type: string`` tag becomes a text
+sample (the batch's text column exists only when a payload holds one); a numeric
+metric on a string tag is ``BAD_DECODING_ERROR``; a string metric on a numeric tag is
+counted in ``non_numeric`` and skipped.
+
 Qualities: Good (or the metric's ``Quality`` property); ``Bad`` for a null metric;
-``BAD_DECODING_ERROR`` for a value that does not fit its datatype; ``BAD_NO_COMMUNICATION``
-for the tags of an edge node or device after its NDEATH/DDEATH (once per death);
+``BAD_DECODING_ERROR`` for a value that does not fit its datatype (or its tag);
+``BAD_NO_COMMUNICATION`` for the tags of an edge node or device after its
+NDEATH/DDEATH (once per death);
 ``BAD_COMMUNICATION_ERROR`` while our broker is unreachable (once per outage, ``Link``).
 
 Metrics (``source.<name>.*``): ``messages``, ``values``, ``malformed`` (undecodable
@@ -29,9 +35,11 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import aiomqtt
 import numpy as np
+import numpy.typing as npt
 
 from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
 from isthmus.connectors.mqtt.client import make_client
@@ -49,6 +57,7 @@ from isthmus.connectors.sparkplug.codec import (
 from isthmus.connectors.sparkplug.config import SparkplugSourceConfig, SparkplugTagConfig
 from isthmus.connectors.sparkplug.host_state import Death, Event, HostState, Rebirth, Update
 from isthmus.model.batch import Batch
+from isthmus.model.config import DataType
 from isthmus.model.quality import Quality
 
 TICK = 0.25
@@ -79,6 +88,15 @@ def tag_path(template: str, group: str, node: str, device: str, metric: str) -> 
     return template.format(**values)
 
 
+def _text_column(texts: list[str | None]) -> npt.NDArray[np.object_] | None:
+    """The batch's text column, or None when no row is text (the numeric fast case)."""
+    if all(t is None for t in texts):
+        return None
+    column = np.empty(len(texts), dtype=object)
+    column[:] = texts
+    return column
+
+
 def state_payload(online: bool, timestamp_ms: int) -> bytes:
     return json.dumps({"online": online, "timestamp": timestamp_ms}).encode()
 
@@ -100,6 +118,7 @@ class SparkplugHost:
         self.config = config
         self._ctx = ctx
         self._by_path = {t.config.path: t.tag_id for t in tags}
+        self._text_ids = {t.tag_id for t in tags if t.config.data_type is DataType.STRING}
         self.state = HostState(
             config.reorder_window, config.reorder_timeout, config.rebirth_min_interval
         )
@@ -132,7 +151,9 @@ class SparkplugHost:
 
     def _batches(self, update: Update, now_ns: int) -> list[Batch]:
         metrics = self._ctx.metrics
-        rows: dict[bool, tuple[list[int], list[int], list[float], list[int]]] = {}
+        rows: dict[bool, tuple[list[int], list[int], list[float], list[int], list[str | None]]]
+        rows = {}
+        text_ids = self._text_ids
         unmapped: list[str] = []
         default_ts = now_ns
         use_source = self.config.timestamps == "source"
@@ -146,10 +167,22 @@ class SparkplugHost:
                 continue
             if update.birth:
                 self._device_tags[(update.group, update.node, update.device)].add(tag_id)
-            if not metric.numeric:
+            text: str | None = None
+            is_text_tag = tag_id in text_ids
+            if is_text_tag and not metric.is_null and metric.error is None:
+                text = metric.text
+                if text is None:
+                    metric = replace(
+                        metric,
+                        error=f"metric {name}: datatype {metric.datatype} on a string tag",
+                    )
+            elif not metric.numeric and metric.error is None and not metric.is_null:
                 metrics.inc(self._m + "non_numeric")
                 continue
-            if metric.error is not None:
+            if text is not None:
+                quality = metric.quality if metric.quality is not None else int(Quality.GOOD)
+                value = math.nan
+            elif metric.error is not None:
                 metrics.inc(self._m + "rejected")
                 self._burst.warning("rejected", "Sparkplug source %s: %s", self.name, metric.error)
                 quality = int(Quality.BAD_DECODING_ERROR)
@@ -163,11 +196,12 @@ class SparkplugHost:
             ts = default_ts
             if use_source and metric.timestamp_ms is not None:
                 ts = metric.timestamp_ms * 1_000_000
-            cols = rows.setdefault(metric.is_historical, ([], [], [], []))
+            cols = rows.setdefault(metric.is_historical, ([], [], [], [], []))
             cols[0].append(tag_id)
             cols[1].append(ts)
             cols[2].append(value)
             cols[3].append(quality)
+            cols[4].append(text)
         if unmapped:
             metrics.inc(self._m + "unmapped", len(unmapped))
             self._burst.warning(
@@ -191,7 +225,7 @@ class SparkplugHost:
         out = []
         for historical in (False, True):
             if historical in rows:
-                ids, ts_col, values, qualities = rows[historical]
+                ids, ts_col, values, qualities, texts = rows[historical]
                 out.append(
                     Batch(
                         np.array(ids, dtype=np.int32),
@@ -199,6 +233,7 @@ class SparkplugHost:
                         np.array(values, dtype=np.float64),
                         np.array(qualities, dtype=np.uint32),
                         historical,
+                        _text_column(texts),
                     )
                 )
         return out

@@ -48,6 +48,7 @@ from psycopg import sql
 from isthmus.historian.base import Aggregates, TagMeta
 from isthmus.historian.common import check_bucket, dedupe_first
 from isthmus.historian.postgres import text as text_store
+from isthmus.historian.postgres import text_views
 from isthmus.historian.postgres.retention import PostgresRetentionMixin
 from isthmus.historian.text import (
     NotNumericError,
@@ -259,6 +260,7 @@ MIGRATIONS: list[tuple[int, Callable[[Cursor], None]]] = [
     (1, _migrate_1),
     (2, _migrate_2),
     (3, _migrate_3),
+    (4, text_views.migrate),  # samples_text_v, last_v.text
 ]
 """Ordered schema steps; each runs once, in its own transaction, recorded by version."""
 
