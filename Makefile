@@ -48,7 +48,7 @@ bench: $(STAMP)
 FUZZ_EXAMPLES ?= 100000
 fuzz: $(STAMP)
 	ISTHMUS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -o timeout=0 \
-	  tests/property/test_modbus_decode.py::test_random_responses_never_crash \
+	  tests/property/test_modbus_fuzz.py \
 	  tests/property/test_sparkplug_fuzz.py tests/property/test_mqtt_fuzz.py
 
 clean:
