@@ -147,6 +147,10 @@ class OpcUaSourceConfig(SourceConfig):
         description="our certificate and the trust stores; default DATA_DIR/pki",
     )
     reconnect_max: Duration = Field(default=30.0, description="cap of the reconnect backoff")
+    fast_decode: bool = Field(
+        default=True,
+        description="decode numeric data changes straight to NumPy (asyncua's decoder otherwise)",
+    )
     groups: list[SubscriptionGroup] = Field(
         default_factory=list,
         description="subscription groups: own intervals, queue size, server deadband",

@@ -437,7 +437,10 @@ class OpcUaSource:
         params.MaxNotificationsPerPublish = 0  # no limit: one response carries all changes
         params.PublishingEnabled = True
         params.Priority = 0
-        sub = BatchSubscription(client.uaclient.session, params, self)
+        kind = BatchSubscription
+        if self.config.fast_decode:  # numeric data changes decoded to NumPy (asyncua 2.1)
+            from isthmus.connectors.opcua.fastsubscription import FastBatchSubscription as kind
+        sub = kind(client.uaclient.session, params, self)
         result = await sub.init()
         revised = client.get_subscription_revised_params(params, result)
         if revised:
