@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from isthmus import __version__
-from isthmus.connectors.base import BoundTag, ConnectorSpec, Source, SourceContext
+from isthmus.connectors.base import BoundTag, ConnectorSpec, DeclareTags, Source, SourceContext
 from isthmus.connectors.registry import default_connectors
 from isthmus.historian.base import Maintainable, Store, StoreFactory, TagMeta
 from isthmus.historian.maintenance import start_maintenance
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from isthmus.connectors.sparkplug.edge import SparkplugEdge
     from isthmus.historian.maintenance import HistorianMaintenance
     from isthmus.historian.scheduled_export import ScheduledExport
+    from isthmus.roles import RoleParts
     from isthmus.transport.mqtt import UnsPublisher
 
 log = logging.getLogger("isthmus")
@@ -84,6 +85,8 @@ class Runtime:
     events: EventLog = field(default_factory=EventLog)
     """Rejected frames, outages, overflows: once per burst, also in DATA_DIR/events.jsonl."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    role: RoleParts | None = None
+    """The edge or hub parts added by :func:`isthmus.roles.attach_role` (``--role``)."""
 
     def enum_labels(self) -> dict[int, Mapping[int, str]]:
         """Enumeration labels read from devices (OPC UA EnumStrings/EnumValues)."""
@@ -93,7 +96,10 @@ class Runtime:
         return out
 
     def source_status(self) -> dict[str, bool]:
-        return {s.name: s.connected for s in self.sources}
+        status = {s.name: s.connected for s in self.sources}
+        if self.role is not None:
+            status.update(self.role.connected())
+        return status
 
 
 def default_stores() -> Registry[StoreFactory]:
@@ -133,7 +139,8 @@ def build_runtime(
     metrics = Metrics()
     events = EventLog(path=data_dir / EVENTS_FILE, clock=clock)
     transport = LocalTransport(metrics)
-    ingest = Ingest(Qualifier(catalog), transport, metrics, clock)
+    qualifier = Qualifier(catalog)
+    ingest = Ingest(qualifier, transport, metrics, clock)
     writer = HistorianWriter(
         store,
         transport,
@@ -160,6 +167,7 @@ def build_runtime(
             log=logging.getLogger(f"isthmus.source.{cfg.name}"),
             data_dir=data_dir,
             events=events,
+            declare_tags=tag_declarer(plant, store, catalog, qualifier, cfg.name),
         )
         sources.append(connectors.get(cfg.type).factory(cfg, bound, ctx))
     uns: UnsPublisher | None = None
@@ -213,6 +221,35 @@ def build_runtime(
     )
 
 
+def tag_declarer(
+    plant: PlantConfig, store: Store, catalog: TagCatalog, qualifier: Qualifier, source: str
+) -> DeclareTags:
+    """What a source calls to create the tags it discovers at run time: registered in
+    the historian (stable ids), qualified, then added to the catalog (API, hierarchy,
+    UNS and Sparkplug edge follow).  A path another source already owns is not given."""
+
+    def declare(configs: Sequence[TagConfig]) -> dict[str, int]:
+        metas = [TagMeta(full_path(plant, t), t.data_type.value, t.unit) for t in configs]
+        ids = store.register_tags(metas)
+        given: dict[str, int] = {}
+        fresh: list[CatalogEntry] = []
+        for t in configs:
+            path = full_path(plant, t)
+            known = catalog.by_path(path)
+            if known is None:
+                fresh.append(CatalogEntry(ids[path], path, source, t))
+            elif known.source != source:
+                continue
+            given[t.path] = ids[path]
+        qualifier.add(fresh)
+        catalog.extend(fresh)
+        if fresh:
+            log.info("source %s created %d tag(s), e.g. %s", source, len(fresh), fresh[0].path)
+        return given
+
+    return declare
+
+
 async def start_pipeline(rt: Runtime) -> None:
     """Start the writer, the stale watch, the UNS publisher and every source as tasks."""
     rt.tasks.append(asyncio.create_task(rt.writer.run(), name="historian-writer"))
@@ -231,6 +268,8 @@ async def start_pipeline(rt: Runtime) -> None:
         rt.tasks.append(asyncio.create_task(rt.scheduled_export.run(), name="scheduled-export"))
     if rt.maintenance is not None:
         rt.tasks.append(asyncio.create_task(rt.maintenance.run(), name="historian-maintenance"))
+    if rt.role is not None:
+        rt.role.start()  # the edge's spool writer subscribes before any source emits
     for source in rt.sources:
         rt.tasks.append(asyncio.create_task(source.run(), name=f"source-{source.name}"))
 
@@ -259,6 +298,8 @@ async def stop_pipeline(rt: Runtime, grace: float = 3.0) -> None:
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("task %s failed: %s", task.get_name(), task.exception())
+    if rt.role is not None:
+        await rt.role.stop(grace)  # spool writer, publisher, hub consumer; before the store
     rt.tasks.clear()
     rt.events.tick(force=True)
     rt.store.close()

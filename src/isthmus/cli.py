@@ -150,12 +150,17 @@ def _gateway(
     sources: list[SourceConfig],
     data_dir: Path,
     banner: Callable[[str, str, str | None], None],
+    role: str = "all",
 ) -> int:
     from isthmus.app import build_runtime, serve
     from isthmus.security.identity import ensure_admin
 
     user, password = ensure_admin(data_dir, os.environ.get("ISTHMUS_ADMIN_PASSWORD"))
     rt = build_runtime(plant, sources, data_dir)
+    if role != "all":
+        from isthmus.roles import attach_role
+
+        attach_role(rt, role)  # type: ignore[arg-type]  # argparse restricts the choices
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -188,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"  API and control tower: [link={url}]{url}[/link]")
         _print_credential(data_dir, user, password)
 
-    return _gateway(plant, sources, data_dir, banner)
+    return _gateway(plant, sources, data_dir, banner, role=args.role)
 
 
 def _print_credential(data_dir: Path, user: str, password: str | None) -> None:
@@ -490,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("--data-dir", default=".isthmus")
     run.add_argument("--http-port", type=int, default=None)
+    run.add_argument(
+        "--role",
+        choices=["all", "edge", "hub"],
+        default="all",
+        help="all: one process; edge: publish to the hub over NATS; hub: consume into PostgreSQL",
+    )
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate a plant configuration")

@@ -19,14 +19,17 @@ from isthmus.connectors.registry import default_connectors
 from isthmus.model.config import (
     ApiConfig,
     ExportConfig,
+    NatsStreamConfig,
     PipelineConfig,
     PlantConfig,
     RetentionConfig,
     RetentionPolicy,
     SimulatorConfig,
     SparkplugEdgeConfig,
+    SpoolConfig,
     StorageConfig,
     TagConfig,
+    TransportConfig,
     UnsConfig,
 )
 
@@ -142,6 +145,23 @@ def reference() -> str:
         "See docs/connectors/sparkplug.md.",
         "",
         table(SparkplugEdgeConfig),
+        "",
+        "## `transport`",
+        "",
+        "Edge → hub over NATS JetStream (`isthmus run CONFIG --role edge|hub`): the edge "
+        "spools every batch (fsync) and publishes it to the site's stream; hubs share a "
+        "durable consumer and acknowledge after the historian commit. Credentials only "
+        "from the environment. See docs/edge-hub.md.",
+        "",
+        table(TransportConfig),
+        "",
+        "### `transport.stream`",
+        "",
+        table(NatsStreamConfig),
+        "",
+        "### `transport.spool`",
+        "",
+        table(SpoolConfig),
         "",
         "## `export`",
         "",

@@ -41,6 +41,7 @@ from isthmus.pipeline.metrics import BurstLog, Metrics
 TagT = TypeVar("TagT", bound=TagConfig)
 
 Emit = Callable[[Batch], Awaitable[None]]
+DeclareTags = Callable[[Sequence[TagConfig]], dict[str, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,10 @@ class SourceContext:
     """Where the running system keeps its state (certificates, keys); None in tests."""
     events: EventLog = field(default_factory=EventLog)
     """Where rejected frames, outages and overflows are reported (once per burst)."""
+    declare_tags: DeclareTags | None = None
+    """Creates tags a source discovers at run time (Sparkplug births): takes their
+    configs (paths below the site), returns path → tag id for those it created or that
+    already existed.  None where the running system does not allow it (tests)."""
 
     def burst_log(self, source: str) -> BurstLog:
         """The source's once-per-burst logger; every line is also an event ``source.<key>``."""
@@ -172,6 +177,10 @@ class Link:
                 await self.down(f"unexpected {type(exc).__name__}: {exc}")
             close()
             await asyncio.sleep(self._backoff.next_delay())
+
+    def add_tags(self, tag_ids: Sequence[int]) -> None:
+        """Tags created at run time: they go Bad with the others on the next outage."""
+        self._tag_ids = np.concatenate([self._tag_ids, np.asarray(tag_ids, dtype=np.int32)])
 
     def up(self) -> None:
         if self._backoff is not None:

@@ -13,9 +13,17 @@ def default_connectors() -> Registry[ConnectorSpec]:
     from isthmus.connectors.opcua import spec as opcua_spec
     from isthmus.connectors.s7 import spec as s7_spec
     from isthmus.connectors.sparkplug import spec as sparkplug_spec
+    from isthmus.connectors.synthetic import spec as synthetic_spec
 
     registry: Registry[ConnectorSpec] = Registry("source type")
-    for spec in (opcua_spec(), modbus_spec(), mqtt_spec(), sparkplug_spec(), s7_spec()):
+    for spec in (
+        opcua_spec(),
+        modbus_spec(),
+        mqtt_spec(),
+        sparkplug_spec(),
+        s7_spec(),
+        synthetic_spec(),
+    ):
         registry.register(spec.name, spec)
     return registry
 

@@ -347,6 +347,79 @@ class UnsConfig(MqttBroker):
         return self
 
 
+class NatsStreamConfig(Strict):
+    """The site's JetStream stream ``ISTHMUS_<SITE>`` (subject ``isthmus.<site>.batch``)."""
+
+    replicas: Literal[1, 3] = Field(default=1, description="copies in the NATS cluster (1 or 3)")
+    max_age: Duration = Field(default=7 * 86400.0, description="messages kept at most this long")
+    max_bytes: int = Field(default=-1, ge=-1, description="stream size cap (-1: no cap)")
+    duplicate_window: Duration = Field(
+        default=120.0, description="how long message ids are remembered for de-duplication"
+    )
+
+
+class SpoolConfig(Strict):
+    """The edge's durable spool: a sample is acknowledged once it is appended here."""
+
+    dir: str = Field(default="spool", description="spool directory, relative to the data dir")
+    max_bytes: int = Field(default=1 << 30, gt=0, description="byte cap (oldest data dropped)")
+    max_age: Duration = Field(default=7 * 86400.0, description="age cap (oldest data dropped)")
+    fsync: Literal["always", "batch", "never"] = Field(
+        default="always", description="always: fdatasync before a batch counts as accepted"
+    )
+
+
+class TransportConfig(Strict):
+    """Edge → hub over NATS JetStream.  Credentials come from environment variables."""
+
+    type: Literal["nats"] = Field(default="nats", description="hub transport: nats")
+    servers: list[str] = Field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"], description="NATS server URLs"
+    )
+    user: str | None = Field(default=None, description="NATS user name")
+    password_env: str | None = Field(
+        default=None, description="environment variable holding the NATS password"
+    )
+    token_env: str | None = Field(
+        default=None, description="environment variable holding a NATS token"
+    )
+    creds_env: str | None = Field(
+        default=None, description="environment variable holding the path of a .creds file"
+    )
+    stream: NatsStreamConfig = Field(default=NatsStreamConfig(), description="the site stream")
+    spool: SpoolConfig = Field(default=SpoolConfig(), description="the edge spool")
+    batch_samples: int = Field(
+        default=20_000, ge=1, le=40_000, description="samples per message at most"
+    )
+    flush_interval: Duration = Field(
+        default=0.1, description="edge: how long outbound batches are merged before spooling"
+    )
+    publish_window: int = Field(
+        default=32, ge=1, le=4096, description="edge: publishes awaiting their ack at once"
+    )
+    ack_timeout: Duration = Field(
+        default=5.0, description="edge: a publish not acknowledged by then is retried"
+    )
+    hub_consumer: str = Field(
+        default="isthmus-hub", description="hub: durable consumer shared by all hubs"
+    )
+    sites: list[str] = Field(
+        default_factory=list, description="hub: sites to consume (empty: every ISTHMUS_ stream)"
+    )
+    fetch_batch: int = Field(default=16, ge=1, le=1024, description="hub: messages per fetch")
+    ack_wait: Duration = Field(
+        default=30.0, description="hub: redelivered if not acknowledged within this"
+    )
+
+    @model_validator(mode="after")
+    def _auth(self) -> TransportConfig:
+        if self.password_env is not None and self.user is None:
+            raise ValueError("password_env needs a user")
+        if not self.servers:
+            raise ValueError("servers: at least one NATS URL")
+        return self
+
+
 Hierarchy = dict[str, dict[str, dict[str, list[str]]]]
 """area → line → cell → [equipment]"""
 
@@ -422,6 +495,9 @@ class PlantConfig(Strict):
     )
     export: ExportConfig | None = Field(
         default=None, description="scheduled daily export to the data lake (Parquet/CSV)"
+    )
+    transport: TransportConfig | None = Field(
+        default=None, description="edge → hub over NATS JetStream (roles edge and hub)"
     )
 
     @field_validator("enterprise", "site")

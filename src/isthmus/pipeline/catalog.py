@@ -1,12 +1,15 @@
 """The tag catalog: every configured tag with its runtime id and full UNS path.
 
-Built once at start-up by the composition root (ids come from the historian so they
-stay stable across restarts) and shared read-only by pipeline, API and UI.
+Built at start-up by the composition root (ids come from the historian so they stay
+stable across restarts) and shared by pipeline, API and UI.  It only grows: tags a
+source discovers at run time (Sparkplug births) or a hub learns from its sites are
+added with :meth:`TagCatalog.extend`, which tells the subscribers (UNS publisher,
+Sparkplug edge) about the new entries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from isthmus.model.config import TagConfig
@@ -28,6 +31,24 @@ class TagCatalog:
         self._by_id = {e.tag_id: e for e in self._entries}
         if len(self._by_path) != len(self._entries) or len(self._by_id) != len(self._entries):
             raise ValueError("tag paths and ids must be unique")
+        self._listeners: list[Callable[[Sequence[CatalogEntry]], None]] = []
+
+    def subscribe(self, listener: Callable[[Sequence[CatalogEntry]], None]) -> None:
+        """Call ``listener`` with the new entries after each :meth:`extend` that adds any."""
+        self._listeners.append(listener)
+
+    def extend(self, entries: Iterable[CatalogEntry]) -> int:
+        """Add entries whose path and id are both new (a hub learns the tags of the sites
+        as they publish); returns how many were added."""
+        new = [e for e in entries if e.path not in self._by_path and e.tag_id not in self._by_id]
+        for e in new:
+            self._by_path[e.path] = e
+            self._by_id[e.tag_id] = e
+        if new:
+            self._entries = sorted([*self._entries, *new], key=lambda e: e.path)
+            for listener in self._listeners:
+                listener(new)
+        return len(new)
 
     def by_path(self, path: str) -> CatalogEntry | None:
         return self._by_path.get(path.strip("/"))

@@ -27,6 +27,7 @@ not *received* for longer than their ``stale_after``; the next received sample c
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,15 +41,46 @@ _NEVER = np.uint32(0xFFFFFFFF)  # "no sample recorded yet"; not a valid status c
 
 class Qualifier:
     def __init__(self, entries: Iterable[CatalogEntry]) -> None:
+        self.known = np.zeros(0, dtype=np.bool_)
+        self.scale = np.ones(0)
+        self.offset = np.zeros(0)
+        self.low = np.full(0, -np.inf)
+        self.high = np.full(0, np.inf)
+        self.deadband = np.zeros(0)
+        self.stale_after_ns = np.zeros(0, dtype=np.int64)
+        self.last_value = np.full(0, np.nan)
+        self.last_text: npt.NDArray[np.object_] = np.full(0, None, dtype=object)
+        self.last_quality = np.full(0, _NEVER, dtype=np.uint32)
+        self.last_ts = np.full(0, np.iinfo(np.int64).min, dtype=np.int64)
+        self.last_seen_ns = np.zeros(0, dtype=np.int64)
+        self.is_stale = np.zeros(0, dtype=np.bool_)
+        self.unknown_samples = 0
+        self.suppressed_samples = 0
+        self.add(entries)
+
+    def add(self, entries: Iterable[CatalogEntry]) -> None:
+        """Qualify these tags too (tags created at run time); arrays grow as needed."""
         entries = list(entries)
         size = max((e.tag_id for e in entries), default=-1) + 1
-        self.known = np.zeros(size, dtype=np.bool_)
-        self.scale = np.ones(size)
-        self.offset = np.zeros(size)
-        self.low = np.full(size, -np.inf)
-        self.high = np.full(size, np.inf)
-        self.deadband = np.zeros(size)
-        self.stale_after_ns = np.zeros(size, dtype=np.int64)
+        if size > len(self.known):
+            grow = size - len(self.known)
+
+            def extend(arr: npt.NDArray[Any], fill: object) -> npt.NDArray[Any]:
+                return np.concatenate([arr, np.full(grow, fill, dtype=arr.dtype)])
+
+            self.known = extend(self.known, False)
+            self.scale = extend(self.scale, 1.0)
+            self.offset = extend(self.offset, 0.0)
+            self.low = extend(self.low, -np.inf)
+            self.high = extend(self.high, np.inf)
+            self.deadband = extend(self.deadband, 0.0)
+            self.stale_after_ns = extend(self.stale_after_ns, 0)
+            self.last_value = extend(self.last_value, np.nan)
+            self.last_text = extend(self.last_text, None)
+            self.last_quality = extend(self.last_quality, _NEVER)
+            self.last_ts = extend(self.last_ts, np.iinfo(np.int64).min)
+            self.last_seen_ns = extend(self.last_seen_ns, 0)
+            self.is_stale = extend(self.is_stale, False)
         for e in entries:
             c = e.config
             i = e.tag_id
@@ -60,14 +92,6 @@ class Qualifier:
             self.deadband[i] = c.deadband
             if c.stale_after:
                 self.stale_after_ns[i] = int(c.stale_after * 1e9)
-        self.last_value = np.full(size, np.nan)
-        self.last_text: npt.NDArray[np.object_] = np.full(size, None, dtype=object)
-        self.last_quality = np.full(size, _NEVER, dtype=np.uint32)
-        self.last_ts = np.full(size, np.iinfo(np.int64).min, dtype=np.int64)
-        self.last_seen_ns = np.zeros(size, dtype=np.int64)
-        self.is_stale = np.zeros(size, dtype=np.bool_)
-        self.unknown_samples = 0
-        self.suppressed_samples = 0
 
     def apply(self, batch: Batch) -> Batch:
         """Qualify a batch; returns the samples to record (possibly fewer)."""

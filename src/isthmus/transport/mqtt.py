@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
@@ -33,7 +34,7 @@ from isthmus.model.batch import Batch
 from isthmus.model.config import DataType, UnsConfig
 from isthmus.model.quality import quality_name
 from isthmus.model.values import typed_value
-from isthmus.pipeline.catalog import TagCatalog
+from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.pipeline.metrics import Metrics
 from isthmus.transport.local import LocalTransport
 
@@ -85,12 +86,20 @@ class UnsPublisher:
         self._client_id = config.client_id or client_id
         self._queue_batches = queue_batches
         prefix = f"{config.prefix}/" if config.prefix else ""
-        self.topics: dict[int, str] = {e.tag_id: prefix + e.path for e in catalog}
-        self._kinds: dict[int, DataType] = {e.tag_id: e.config.value_type for e in catalog}
+        self._prefix = prefix
+        self.topics: dict[int, str] = {}
+        self._kinds: dict[int, DataType] = {}
+        self._add(catalog)
+        catalog.subscribe(self._add)  # tags created at run time are published too
         self._latest: dict[int, Sample] = {}
         self._pending: dict[int, Sample] = {}
         self._wake = asyncio.Event()
         self.connected = False
+
+    def _add(self, entries: Iterable[CatalogEntry]) -> None:
+        for e in entries:
+            self.topics[e.tag_id] = self._prefix + e.path
+            self._kinds[e.tag_id] = e.config.value_type
 
     # ---------------------------------------------------------------- coalescing
 

@@ -82,7 +82,7 @@ def test_unknown_source_type_lists_known_ones() -> None:
     (err,) = errors(VALID.replace("type: modbus", "type: profibus"))
     assert err == (
         "plant.yaml:10: sources.0.type: unknown source type 'profibus'; "
-        "known types: modbus, mqtt, opcua, s7, sparkplug"
+        "known types: modbus, mqtt, opcua, s7, sparkplug, synthetic"
     )
 
 

@@ -240,6 +240,25 @@ DATATYPE_OF: dict[DataType, int] = {
 }
 
 
+DATATYPE_FROM: dict[int, DataType] = {
+    BOOLEAN: DataType.BOOL,
+    INT8: DataType.INT16,
+    INT16: DataType.INT16,
+    INT32: DataType.INT32,
+    INT64: DataType.INT64,
+    UINT8: DataType.UINT16,
+    UINT16: DataType.UINT16,
+    UINT32: DataType.UINT32,
+    UINT64: DataType.UINT64,
+    FLOAT: DataType.FLOAT32,
+    DOUBLE: DataType.FLOAT64,
+    STRING: DataType.STRING,
+    TEXT: DataType.STRING,
+}
+"""The tag type a birth's metric creates (``auto_tags``); others (DateTime, DataSet,
+Template...) create none."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutMetric:
     """A metric we publish."""

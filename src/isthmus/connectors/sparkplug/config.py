@@ -99,6 +99,14 @@ class SparkplugSourceConfig(SourceConfig, MqttBroker):
     max_queued_messages: int = Field(
         default=10_000, ge=10, description="incoming queue bound; beyond it the oldest drop"
     )
+    auto_tags: bool = Field(
+        default=True,
+        description="a birth's metrics without a configured tag create one at the template "
+        "path (type from the birth); false: they are counted as unmapped",
+    )
+    max_auto_tags: int = Field(
+        default=10_000, ge=0, description="cap on the tags this source creates (a rogue node)"
+    )
     tags: list[SparkplugTagConfig] = Field(default_factory=list)  # type: ignore[assignment]
 
     @field_validator("groups")

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -53,7 +54,7 @@ from isthmus.connectors.sparkplug.codec import (
 from isthmus.connectors.sparkplug.config import SparkplugEdgeConfig
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock, SystemClock
-from isthmus.pipeline.catalog import TagCatalog
+from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.pipeline.metrics import Metrics
 from isthmus.transport.local import LocalTransport, Subscription
 
@@ -91,12 +92,9 @@ class SparkplugEdge:
         self._clock = clock or SystemClock()
         self._tags: dict[int, _EdgeTag] = {}
         self.devices: dict[str, list[int]] = {}
-        for entry in catalog:
-            parts = entry.path.split("/")
-            dev = device_id("/".join(parts[-5:-1]))
-            datatype = DATATYPE_OF[entry.config.value_type]
-            self._tags[entry.tag_id] = _EdgeTag(entry.tag_id, dev, parts[-1], datatype)
-            self.devices.setdefault(dev, []).append(entry.tag_id)
+        self._add(catalog)
+        self._births_due = False
+        catalog.subscribe(self._on_new_tags)
         self._latest: dict[int, tuple[int, float | str | None, int]] = {}
         """tag id → (ts, value, quality) of its last live sample; the value is the
         text (or None) for a string tag."""
@@ -112,6 +110,20 @@ class SparkplugEdge:
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = False
+
+    def _add(self, entries: Iterable[CatalogEntry]) -> None:
+        for entry in entries:
+            parts = entry.path.split("/")
+            dev = device_id("/".join(parts[-5:-1]))
+            datatype = DATATYPE_OF[entry.config.value_type]
+            self._tags[entry.tag_id] = _EdgeTag(entry.tag_id, dev, parts[-1], datatype)
+            self.devices.setdefault(dev, []).append(entry.tag_id)
+
+    def _on_new_tags(self, entries: Sequence[CatalogEntry]) -> None:
+        """Tags created at run time: a metric must be born before its data, so the next
+        batch is preceded by births (NBIRTH and every DBIRTH, as on a rebirth)."""
+        self._add(entries)
+        self._births_due = True
 
     # ------------------------------------------------------------------ API
 
@@ -195,20 +207,24 @@ class SparkplugEdge:
 
     async def _births(self, client: aiomqtt.Client) -> None:
         async with self._lock:
-            self._seq = 0
-            nbirth = [
-                OutMetric(BDSEQ_METRIC, None, INT64, self.bd_seq),
-                OutMetric(REBIRTH_METRIC, None, BOOLEAN, False),
-            ]
-            now = self._now_ms()
-            await self._publish(
-                client, "NBIRTH", None, encode(nbirth, seq=self._next_seq(), timestamp_ms=now)
-            )
-            for dev, ids in self.devices.items():
-                metrics = [self._out(self._tags[i], birth=True) for i in ids]
-                data = encode(metrics, seq=self._next_seq(), timestamp_ms=now)
-                await self._publish(client, "DBIRTH", dev, data)
-            self._metrics.inc("sparkplug_edge.births")
+            self._births_due = False
+            await self._births_unlocked(client)
+
+    async def _births_unlocked(self, client: aiomqtt.Client) -> None:
+        self._seq = 0
+        nbirth = [
+            OutMetric(BDSEQ_METRIC, None, INT64, self.bd_seq),
+            OutMetric(REBIRTH_METRIC, None, BOOLEAN, False),
+        ]
+        now = self._now_ms()
+        await self._publish(
+            client, "NBIRTH", None, encode(nbirth, seq=self._next_seq(), timestamp_ms=now)
+        )
+        for dev, ids in self.devices.items():
+            metrics = [self._out(self._tags[i], birth=True) for i in ids]
+            data = encode(metrics, seq=self._next_seq(), timestamp_ms=now)
+            await self._publish(client, "DBIRTH", dev, data)
+        self._metrics.inc("sparkplug_edge.births")
 
     async def publish_batch(self, batch: Batch) -> None:
         """Remember the batch's values; while connected publish one DDATA per device."""
@@ -232,6 +248,9 @@ class SparkplugEdge:
         if client is None or not rows:
             return
         async with self._lock:
+            if self._births_due:
+                self._births_due = False
+                await self._births_unlocked(client)
             for dev, ids in rows.items():
                 data = encode(
                     self._rows(batch, ids), seq=self._next_seq(), timestamp_ms=self._now_ms()

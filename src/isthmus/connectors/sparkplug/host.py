@@ -40,11 +40,13 @@ from dataclasses import replace
 import aiomqtt
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
 from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
 from isthmus.connectors.mqtt.client import make_client
 from isthmus.connectors.sparkplug.codec import (
     BOOLEAN,
+    DATATYPE_FROM,
     REBIRTH_METRIC,
     DecodeError,
     OutMetric,
@@ -57,7 +59,7 @@ from isthmus.connectors.sparkplug.codec import (
 from isthmus.connectors.sparkplug.config import SparkplugSourceConfig, SparkplugTagConfig
 from isthmus.connectors.sparkplug.host_state import Death, Event, HostState, Rebirth, Update
 from isthmus.model.batch import Batch
-from isthmus.model.config import DataType
+from isthmus.model.config import DataType, TagConfig
 from isthmus.model.quality import Quality
 
 TICK = 0.25
@@ -130,6 +132,7 @@ class SparkplugHost:
         self._counted: dict[str, int] = {}
         self._m = f"source.{config.name}."
         self._state_ts = 0
+        self._created = 0
 
     @property
     def connected(self) -> bool:
@@ -149,6 +152,51 @@ class SparkplugHost:
         self._resolved[key] = tag_id
         return tag_id
 
+    def _create_tags(self, update: Update) -> None:
+        """Create the tags of a birth's metrics that map onto no tag yet (``auto_tags``):
+        at the template's path, typed from the birth; paths that are not a valid
+        area/line/cell/equipment/tag stay unmapped (counted, logged)."""
+        assert self._ctx.declare_tags is not None
+        wanted: dict[str, TagConfig] = {}
+        for name, metric in update.metrics:
+            if self._tag_id(update.group, update.node, update.device, name) is not None:
+                continue
+            dev = update.device if update.device is not None else self.config.node_device
+            path = tag_path(self.config.tag_template, update.group, update.node, dev, name)
+            kind = DATATYPE_FROM.get(metric.datatype or 0)
+            if path is None or kind is None or path in wanted:
+                continue
+            try:
+                wanted[path] = TagConfig(path=path, data_type=kind)
+            except ValidationError:
+                continue
+        room = self.config.max_auto_tags - self._created
+        if not wanted:
+            return
+        if room < len(wanted):
+            self._ctx.metrics.inc(self._m + "auto_tags_refused", len(wanted) - max(room, 0))
+            self._burst.warning(
+                "auto_tags",
+                "Sparkplug source %s: max_auto_tags (%d) reached; %d metric(s) of %s/%s stay "
+                "unmapped",
+                self.name,
+                self.config.max_auto_tags,
+                len(wanted) - max(room, 0),
+                update.group,
+                update.node,
+            )
+            wanted = dict(list(wanted.items())[: max(room, 0)])
+        given = self._ctx.declare_tags(list(wanted.values()))
+        for path, tag_id in given.items():
+            self._by_path[path] = tag_id
+            if wanted[path].data_type is DataType.STRING:
+                self._text_ids.add(tag_id)
+        self._created += len(given)
+        self._ctx.metrics.inc(self._m + "auto_tags", len(given))
+        self._link.add_tags(list(given.values()))
+        # forget "no tag" answers cached for these metrics
+        self._resolved = {k: v for k, v in self._resolved.items() if v is not None}
+
     def _batches(self, update: Update, now_ns: int) -> list[Batch]:
         metrics = self._ctx.metrics
         rows: dict[bool, tuple[list[int], list[int], list[float], list[int], list[str | None]]]
@@ -159,6 +207,8 @@ class SparkplugHost:
         use_source = self.config.timestamps == "source"
         if use_source and update.timestamp_ms is not None:
             default_ts = update.timestamp_ms * 1_000_000
+        if update.birth and self.config.auto_tags and self._ctx.declare_tags is not None:
+            self._create_tags(update)
         for name, metric in update.metrics:
             tag_id = self._tag_id(update.group, update.node, update.device, name)
             if tag_id is None:

@@ -16,15 +16,17 @@ Record layout (little-endian), 40-byte header then payload::
     off size field
       0   4  magic  b"ISPL"
       4   1  version (1)
-      5   1  flags: 0x01 the batch was already historical, 0x02 payload is zlib (level 1)
+      5   1  flags: 0x01 the batch was already historical, 0x02 payload is zlib (level 1),
+                0x04 a text section follows the columns (``Batch.text``)
       6   2  reserved (0)
       8   4  n_samples
-     12   4  payload_len (= 24 * n_samples when uncompressed)
+     12   4  payload_len (= 24 * n_samples when uncompressed, + the text section)
      16   8  seq (u64, strictly increasing across segments, never reused)
      24   8  written_ns (i64, spool clock at append: the age cap uses it)
      32   4  payload CRC-32 (zlib.crc32)
      36   4  header CRC-32 of bytes 0..35
      40      payload: tag_id int32[n] | ts int64[n] | value float64[n] | quality uint32[n]
+             [| text: m u32 | row u32[m] | UTF-8 JSON list of the m strings]
 
 A record is written with one ``writev``; with ``fsync="always"`` it is ``fdatasync``-ed
 before ``append`` returns.  On open every record is verified: a torn tail (a crash

@@ -1,0 +1,209 @@
+"""Roles of a process: ``all`` (one process), ``edge`` (publishes to the hub over NATS
+JetStream through the spool) and ``hub`` (consumes every site's stream into PostgreSQL).
+
+The composition root (:mod:`isthmus.app`) builds the same runtime for every role; this
+module adds the role's parts to it (:func:`attach_role`) and runs them
+(:class:`RoleParts`).  Start: the spool writer subscribes to the pipeline before any
+source runs.  Stop (after the sources): the spool writer appends what is queued, then
+the publisher persists its last ack; the hub consumer stops before the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from isthmus.model.errors import IsthmusError
+
+if TYPE_CHECKING:
+    from isthmus.app import Runtime
+    from isthmus.pipeline.catalog import CatalogEntry
+    from isthmus.transport.nats.hub import HubConsumer
+    from isthmus.transport.nats.ledger import HubLedger
+    from isthmus.transport.nats.publisher import EdgePublisher
+    from isthmus.transport.nats.spooler import SpoolWriter
+    from isthmus.transport.spool import Spool
+
+log = logging.getLogger("isthmus.roles")
+
+Role = Literal["all", "edge", "hub"]
+ROLES: tuple[Role, ...] = ("all", "edge", "hub")
+CATALOG_REFRESH_S = 5.0
+
+
+@dataclass
+class RoleParts:
+    role: Role
+    spool: Spool | None = None
+    spool_writer: SpoolWriter | None = None
+    publisher: EdgePublisher | None = None
+    hub: HubConsumer | None = None
+    ledger: HubLedger | None = None
+    refresh: Callable[[], Coroutine[Any, Any, None]] | None = None
+    """Hub: keeps the API's tag catalog up to date with the tags the sites publish."""
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def start(self) -> None:
+        if self.spool_writer is not None:
+            self.tasks.append(asyncio.create_task(self.spool_writer.run(), name="spool-writer"))
+        if self.publisher is not None:
+            self.tasks.append(asyncio.create_task(self.publisher.run(), name="nats-publisher"))
+        if self.hub is not None:
+            self.tasks.append(asyncio.create_task(self.hub.run(), name="hub-consumer"))
+        if self.refresh is not None:
+            self.tasks.append(asyncio.create_task(self.refresh(), name="hub-catalog"))
+
+    async def stop(self, grace: float = 3.0) -> None:
+        for name in ("spool-writer", "nats-publisher", "hub-consumer", "hub-catalog"):
+            if name == "nats-publisher" and self.publisher is not None:
+                await self.publisher.drain(grace)
+            for task in [t for t in self.tasks if t.get_name() == name]:
+                task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=grace)
+                if not done:
+                    log.warning("task %s did not stop within %.0f s", name, grace)
+                elif not task.cancelled() and task.exception() is not None:
+                    log.error("task %s failed: %s", name, task.exception())
+        self.tasks.clear()
+        if self.spool is not None:
+            self.spool.close()
+        if self.ledger is not None:
+            self.ledger.close()
+
+    def connected(self) -> dict[str, bool]:
+        out: dict[str, bool] = {}
+        if self.publisher is not None:
+            out["nats-publisher"] = self.publisher.connected
+        if self.hub is not None:
+            out["nats-hub"] = self.hub.connected
+        return out
+
+
+def attach_role(rt: Runtime, role: Role) -> RoleParts:
+    """Build the role's parts onto a runtime (before :func:`isthmus.app.start_pipeline`)."""
+    parts = RoleParts(role)
+    if role == "all":
+        rt.role = parts
+        return parts
+    cfg = rt.plant.transport
+    if cfg is None:
+        raise IsthmusError(f"--role {role} needs a transport: section (NATS) in the config")
+    if role == "edge":
+        _attach_edge(rt, parts)
+    else:
+        _attach_hub(rt, parts)
+    rt.role = parts
+    return parts
+
+
+def _attach_edge(rt: Runtime, parts: RoleParts) -> None:
+    from isthmus.transport.nats.publisher import EdgePublisher
+    from isthmus.transport.nats.spooler import SpoolWriter
+    from isthmus.transport.nats.wire import WireTag
+    from isthmus.transport.spool import Spool
+
+    cfg = rt.plant.transport
+    assert cfg is not None
+    directory = Path(cfg.spool.dir)
+    if not directory.is_absolute():
+        directory = rt.data_dir / directory
+
+    def overflow(samples: int) -> None:
+        rt.metrics.inc("edge.spool_overflow_events")
+        rt.events.raise_event(
+            "spool.overflow",
+            "spool",
+            "the spool reached its cap: the oldest data is dropped and counted in "
+            "spool.dropped_samples until the hub link catches up",
+            samples=samples,
+        )
+
+    spool = Spool(
+        directory,
+        max_bytes=cfg.spool.max_bytes,
+        max_age_s=cfg.spool.max_age,
+        fsync=cfg.spool.fsync,
+        metrics=rt.metrics,
+        on_overflow=overflow,
+    )
+    writer = SpoolWriter(
+        spool,
+        rt.transport,
+        rt.metrics,
+        flush_interval=cfg.flush_interval,
+        batch_samples=cfg.batch_samples,
+        queue_batches=rt.plant.pipeline.queue_batches,
+    )
+    tags = {e.tag_id: WireTag(e.path, e.config.data_type.value, e.config.unit) for e in rt.catalog}
+    publisher = EdgePublisher(
+        spool,
+        cfg,
+        rt.plant.site,
+        tags,
+        rt.metrics,
+        rt.clock,
+        wake=writer.appended,
+        events=rt.events,
+    )
+    parts.spool, parts.spool_writer, parts.publisher = spool, writer, publisher
+
+
+def _attach_hub(rt: Runtime, parts: RoleParts) -> None:
+    from isthmus.transport.nats.hub import HubConsumer
+    from isthmus.transport.nats.ledger import HubLedger
+
+    cfg = rt.plant.transport
+    assert cfg is not None
+    if rt.plant.storage.type != "postgres":
+        raise IsthmusError("--role hub needs storage: {type: postgres} (the hub's historian)")
+    dsn = os.environ.get(rt.plant.storage.dsn_env)
+    if not dsn:
+        raise IsthmusError(f"--role hub needs the environment variable {rt.plant.storage.dsn_env}")
+    name = f"{rt.plant.site}-{os.getpid()}"
+    ledger = HubLedger(dsn, name)
+    ledger.open()
+    parts.ledger = ledger
+    parts.hub = HubConsumer(
+        cfg, rt.store, ledger, rt.metrics, rt.clock, name=name, events=rt.events
+    )
+
+    async def refresh() -> None:
+        while True:
+            try:
+                rows = await asyncio.to_thread(ledger.tag_rows)
+                added = rt.catalog.extend(hub_entries(rows))
+                if added:
+                    log.info("hub: %d tag(s) added to the catalog", added)
+            except Exception as exc:  # PostgreSQL away: the next round retries
+                log.debug("hub catalog refresh failed: %s", exc)
+            await asyncio.sleep(CATALOG_REFRESH_S)
+
+    parts.refresh = refresh
+
+
+def hub_entries(rows: list[tuple[int, str, str, str]]) -> list[CatalogEntry]:
+    """Catalog entries for the historian's tags (full paths enterprise/site/...): the
+    hub serves every site's tags without their configs."""
+    from isthmus.model.config import DataType, TagConfig
+    from isthmus.pipeline.catalog import CatalogEntry
+
+    out = []
+    for tag_id, path, data_type, unit in rows:
+        parts = path.split("/")
+        if len(parts) < 7:
+            continue
+        try:
+            dtype = DataType(data_type)
+        except ValueError:
+            dtype = DataType.FLOAT64
+        try:
+            cfg = TagConfig(path="/".join(parts[2:]), data_type=dtype, unit=unit)
+        except ValueError:
+            continue
+        out.append(CatalogEntry(tag_id, path, parts[1], cfg))
+    return out

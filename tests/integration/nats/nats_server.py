@@ -1,0 +1,158 @@
+"""Throw-away nats-server processes with JetStream (one server or a 3-node cluster).
+
+No pytest here: the integration tests, the fault tests, ``bench/edge_hub.py`` and
+``scripts/two-sites`` use it.  Each server listens on 127.0.0.1 on its own ports, keeps
+its JetStream store under the given directory and can be stopped, killed (SIGKILL) and
+restarted on the same ports and store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class NatsServer:
+    def __init__(
+        self,
+        root: Path,
+        name: str = "n1",
+        *,
+        port: int | None = None,
+        cluster_port: int | None = None,
+        routes: list[int] | None = None,
+    ) -> None:
+        self.root = root
+        self.name = name
+        self.port = port or free_port()
+        self.cluster_port = cluster_port
+        self.routes = routes or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        store = self.root / self.name
+        store.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store),
+            "--server_name", self.name, "-l", str(self.root / f"{self.name}.log"),
+        ]  # fmt: skip
+        if self.cluster_port is not None:
+            cmd += [
+                "--cluster_name",
+                "isthmus",
+                "--cluster",
+                f"nats://127.0.0.1:{self.cluster_port}",
+            ]
+            if self.routes:
+                cmd += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
+        return cmd
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if not wait_port(self.port, timeout):
+            self.kill()
+            log = self.root / f"{self.name}.log"
+            raise RuntimeError(f"nats-server {self.name} did not listen: {log.read_text()[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def start_cluster(root: Path, n: int = 3) -> list[NatsServer]:
+    """``n`` clustered servers (full mesh of routes), all started."""
+    cports = [free_port() for _ in range(n)]
+    servers = [
+        NatsServer(
+            root,
+            f"n{i + 1}",
+            cluster_port=cports[i],
+            routes=[p for j, p in enumerate(cports) if j != i],
+        )
+        for i in range(n)
+    ]
+    for server in servers:
+        server.start()
+    return servers
+
+
+def wait_jetstream(urls: list[str], timeout: float = 30.0, replicas: int = 1) -> None:
+    """Block until JetStream answers (a cluster has elected its meta leader) and, for
+    ``replicas`` > 1, a replicated stream can be created."""
+    import asyncio
+
+    asyncio.run(wait_jetstream_async(urls, timeout, replicas))
+
+
+async def wait_jetstream_async(urls: list[str], within: float = 30.0, replicas: int = 1) -> None:
+    """:func:`wait_jetstream` from a running event loop."""
+    import asyncio
+
+    import nats
+
+    deadline = time.monotonic() + within
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        nc = None
+        try:
+            nc = await nats.connect(servers=urls, connect_timeout=1, max_reconnect_attempts=1)
+            js = nc.jetstream(timeout=2)
+            await js.account_info()
+            if replicas > 1:
+                await js.add_stream(name="PROBE", subjects=["probe"], num_replicas=replicas)
+                await js.delete_stream("PROBE")
+            return
+        except Exception as exc:  # not ready yet: no meta leader, no quorum
+            last = exc
+            await asyncio.sleep(0.3)
+        finally:
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+    raise RuntimeError(f"JetStream not ready after {within} s: {last!r}")
