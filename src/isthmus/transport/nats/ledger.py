@@ -15,8 +15,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,75 +94,56 @@ class HubLedger:
             self._con = con
         return self._con
 
-    def open(self) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One transaction on the ledger's connection: committed, or rolled back (when
+        the connection still works) and re-raised."""
         with self._lock:
             con = self._connection()
             try:
-                con.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
-                con.execute(SCHEMA)
+                yield con
                 con.commit()
             except BaseException:
                 if not con.broken:
                     con.rollback()
                 raise
+
+    def open(self) -> None:
+        with self._transaction() as con:
+            con.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
+            con.execute(SCHEMA)
 
     def record(self, rows: Sequence[Committed]) -> None:
         if not rows:
             return
-        with self._lock:
-            con = self._connection()
-            try:
-                with con.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO hub_ledger"
-                        " (site, seq, n_samples, historical, ts_min, ts_max, hub)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                        " ON CONFLICT (site, seq) DO UPDATE"
-                        " SET deliveries = hub_ledger.deliveries + 1",
-                        [
-                            (r.site, r.seq, r.samples, r.historical, r.ts_min, r.ts_max, self.hub)
-                            for r in rows
-                        ],
-                    )
-                con.commit()
-            except BaseException:
-                if not con.broken:
-                    con.rollback()
-                raise
+        with self._transaction() as con, con.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO hub_ledger"
+                " (site, seq, n_samples, historical, ts_min, ts_max, hub)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (site, seq) DO UPDATE"
+                " SET deliveries = hub_ledger.deliveries + 1",
+                [
+                    (r.site, r.seq, r.samples, r.historical, r.ts_min, r.ts_max, self.hub)
+                    for r in rows
+                ],
+            )
 
     def quarantine(self, items: Sequence[Quarantined]) -> None:
         if not items:
             return
-        with self._lock:
-            con = self._connection()
-            try:
-                with con.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO hub_quarantine"
-                        " (hub, stream, stream_seq, subject, reason, payload)"
-                        " VALUES (%s, %s, %s, %s, %s, %s)",
-                        [
-                            (self.hub, q.stream, q.stream_seq, q.subject, q.reason, q.payload)
-                            for q in items
-                        ],
-                    )
-                con.commit()
-            except BaseException:
-                if not con.broken:
-                    con.rollback()
-                raise
+        with self._transaction() as con, con.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO hub_quarantine"
+                " (hub, stream, stream_seq, subject, reason, payload)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                [(self.hub, q.stream, q.stream_seq, q.subject, q.reason, q.payload) for q in items],
+            )
 
     def tag_rows(self) -> list[tuple[int, str, str, str]]:
         """Every tag of the historian: (id, path, data_type, unit)."""
-        with self._lock:
-            con = self._connection()
-            try:
-                rows = con.execute("SELECT id, path, data_type, unit FROM tags").fetchall()
-                con.commit()
-            except BaseException:
-                if not con.broken:
-                    con.rollback()
-                raise
+        with self._transaction() as con:
+            rows = con.execute("SELECT id, path, data_type, unit FROM tags").fetchall()
         return [(int(i), str(p), str(d), str(u)) for i, p, d, u in rows]
 
     def close(self) -> None:
