@@ -32,6 +32,7 @@ from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.quality import Quality
+from tests.interop.test_opcua_node import ready_line
 from tests.support import Collector, free_port, require_binary
 
 pytestmark = [
@@ -120,9 +121,9 @@ async def node_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
     )
     try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert line.decode().startswith("LISTENING"), line
+        # node-opcua writes its own warnings to stdout first (e.g. W27 on node 20)
+        line = await asyncio.wait_for(ready_line(proc), 30)
+        assert line[:2] == ["LISTENING", str(port)], line
         yield f"opc.tcp://127.0.0.1:{port}"
     finally:
         proc.terminate()
