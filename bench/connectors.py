@@ -495,55 +495,68 @@ async def bench_modbus(args: argparse.Namespace) -> dict[str, Any]:
 # -- OPC UA ------------------------------------------------------------------------------
 
 
-async def bench_opcua(args: argparse.Namespace, n_items: int) -> dict[str, Any]:
+async def measure_raw_asyncua(
+    endpoint: str, node_ids: list[str], seconds: float, server: Any, warmup: float
+) -> dict[str, Any]:
+    """The raw library loop: one asyncua subscription whose handler counts changes."""
     from asyncua.client.client import Client
 
+    class Handler:
+        count = 0
+        lost = 0
+
+        def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+            Handler.count += 1
+
+        def status_change_notification(self, status: Any) -> None:
+            Handler.lost += 1  # asyncua's own liveness probe gave up on the session
+
+    async def raw_run() -> None:
+        client = Client(endpoint, timeout=10)
+        await client.connect()
+        try:
+            sub: Any = await client.create_subscription(100, Handler())
+            nodes = [client.get_node(n) for n in node_ids]
+            await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=100.0)
+            await asyncio.Event().wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), 2)
+
+    row = await measured("raw", seconds, raw_run, lambda: (Handler.count,) * 2, server, warmup)
+    row["reconnects"] = Handler.lost
+    return row
+
+
+def opcua_source_config(endpoint: str, node_ids: list[str], **extra: Any) -> OpcUaSourceConfig:
+    """Our OPC UA source on every item of the fixture, as the raw loop subscribes them."""
+    return OpcUaSourceConfig.model_validate(
+        {
+            "name": "bench",
+            "endpoint": endpoint,
+            "publishing_interval": 0.1,
+            "sampling_interval": 0.1,
+            "queue_size": 1,
+            "timeout": 10.0,
+            "tags": [{"path": f"a/l/c/e/v{i}", "node": n} for i, n in enumerate(node_ids)],
+        }
+        | extra
+    )
+
+
+async def bench_opcua(args: argparse.Namespace, n_items: int) -> dict[str, Any]:
     node_ids = [f"ns=2;s=V{i}" for i in range(n_items)]
     argv, port = fixture("opcua_server.py")
     endpoint = f"opc.tcp://127.0.0.1:{port}/"
     warmup = max(args.warmup, 1.5)
     results: dict[str, Any] = {}
     async with started(argv, port, b"LISTENING") as server:
-
-        class Handler:
-            count = 0
-            lost = 0
-
-            def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
-                Handler.count += 1
-
-            def status_change_notification(self, status: Any) -> None:
-                Handler.lost += 1  # asyncua's own liveness probe gave up on the session
-
-        async def raw_run() -> None:
-            client = Client(endpoint, timeout=10)
-            await client.connect()
-            try:
-                sub: Any = await client.create_subscription(100, Handler())
-                nodes = [client.get_node(n) for n in node_ids]
-                await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=100.0)
-                await asyncio.Event().wait()
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.disconnect(), 2)
-
         if "raw" in args.modes:
-            results["raw"] = await measured(
-                "raw", args.seconds, raw_run, lambda: (Handler.count,) * 2, server, warmup
+            results["raw"] = await measure_raw_asyncua(
+                endpoint, node_ids, args.seconds, server, warmup
             )
-            results["raw"]["reconnects"] = Handler.lost
 
-        config = OpcUaSourceConfig.model_validate(
-            {
-                "name": "bench",
-                "endpoint": endpoint,
-                "publishing_interval": 0.1,
-                "sampling_interval": 0.1,
-                "queue_size": 1,
-                "timeout": 10.0,
-                "tags": [{"path": f"a/l/c/e/v{i}", "node": n} for i, n in enumerate(node_ids)],
-            }
-        )
+        config = opcua_source_config(endpoint, node_ids)
         bound: list[BoundTag[OpcUaTagConfig]] = [
             BoundTag(i, t.path, t) for i, t in enumerate(config.tags)
         ]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -34,7 +33,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import write_result
-from bench.connectors import fixture, measured, started, watched
+from bench.connectors import (
+    fixture,
+    measure_raw_asyncua,
+    measured,
+    opcua_source_config,
+    started,
+    watched,
+)
 from bench.ingest import Counter, HistorianChain
 from isthmus.connectors.base import BoundTag
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
@@ -45,56 +51,19 @@ MODES = ("raw", "connector_slow", "connector_fast", "pipeline_slow", "pipeline_f
 
 
 async def bench_load(args: argparse.Namespace, n_items: int) -> dict[str, Any]:
-    from asyncua.client.client import Client
-
     node_ids = [f"ns=2;s=V{i}" for i in range(n_items)]
     argv, port = fixture("opcua_server.py")
     endpoint = f"opc.tcp://127.0.0.1:{port}/"
     warmup = max(args.warmup, 1.5)
     rows: dict[str, Any] = {}
     async with started(argv, port, b"LISTENING") as server:
-
-        class Handler:
-            count = 0
-            lost = 0
-
-            def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
-                Handler.count += 1
-
-            def status_change_notification(self, status: Any) -> None:
-                Handler.lost += 1
-
-        async def raw_run() -> None:
-            client = Client(endpoint, timeout=10)
-            await client.connect()
-            try:
-                sub: Any = await client.create_subscription(100, Handler())
-                nodes = [client.get_node(n) for n in node_ids]
-                await sub.subscribe_data_change(nodes, queuesize=1, sampling_interval=100.0)
-                await asyncio.Event().wait()
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.disconnect(), 2)
-
         if "raw" in args.modes:
-            rows["raw"] = await measured(
-                "raw", args.seconds, raw_run, lambda: (Handler.count,) * 2, server, warmup
+            rows["raw"] = await measure_raw_asyncua(
+                endpoint, node_ids, args.seconds, server, warmup
             )
-            rows["raw"]["reconnects"] = Handler.lost
 
         def config(fast: bool) -> OpcUaSourceConfig:
-            return OpcUaSourceConfig.model_validate(
-                {
-                    "name": "bench",
-                    "endpoint": endpoint,
-                    "publishing_interval": 0.1,
-                    "sampling_interval": 0.1,
-                    "queue_size": 1,
-                    "timeout": 10.0,
-                    "fast_decode": fast,
-                    "tags": [{"path": f"a/l/c/e/v{i}", "node": n} for i, n in enumerate(node_ids)],
-                }
-            )
+            return opcua_source_config(endpoint, node_ids, fast_decode=fast)
 
         async def ours(name: str, fast: bool, emit: Callable[[Batch], Awaitable[None]],
                        counter: Callable[[], int]) -> dict[str, Any]:  # fmt: skip
