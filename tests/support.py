@@ -1,4 +1,5 @@
-"""Helpers shared by integration and e2e tests: free ports, a running demo process."""
+"""Helpers shared by integration and e2e tests: free ports, a running demo process, a
+source run as a task."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from isthmus.connectors.base import Source
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
 
@@ -153,3 +155,28 @@ class Collector:
 
     def good(self) -> bool:
         return any(bool((b.quality == Quality.GOOD).any()) for b in self.batches)
+
+
+@contextlib.asynccontextmanager
+async def running_source(
+    source: Source, *, connected_within: float | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``source`` as a task (optionally until it reports itself connected, failing
+    otherwise); on exit cancel it — again each second if a cancellation was swallowed
+    (asyncua on Python 3.11 can lose one racing with a reply) — for at most 10 s."""
+    task = asyncio.create_task(source.run())
+    try:
+        if connected_within is not None:
+            for _ in range(max(1, int(connected_within / 0.05))):
+                if source.connected:
+                    break
+                await asyncio.sleep(0.05)
+            assert source.connected, f"source {source.name} not connected"
+        yield task
+    finally:
+        for _ in range(10):
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=1.0)
+            if done:
+                break
+        assert task.done(), "the source did not stop within 10 s of being cancelled"

@@ -43,7 +43,7 @@ from isthmus.model.quality import Quality
 from isthmus.sim.addressspace import OPCUA_NAMESPACE_URI, OPCUA_VARIABLES, opcua_folders
 from isthmus.sim.model import FILL_VOLUME_LIMITS
 from isthmus.sim.runner import run_simulator
-from tests.support import Collector, free_port, require_binary
+from tests.support import Collector, free_port, require_binary, running_source
 
 pytestmark = [
     pytest.mark.integration,
@@ -159,22 +159,6 @@ def make_source(server: NodeServer, out: Collector, **extra: Any) -> OpcUaSource
     return OpcUaSource(config, bound, SourceContext(emit=out.emit, log=logging.getLogger(LOGGER)))
 
 
-@contextlib.asynccontextmanager
-async def running(source: OpcUaSource) -> AsyncIterator[None]:
-    task = asyncio.create_task(source.run())
-    try:
-        yield
-    finally:
-        # cancel again if a cancellation was swallowed (Python 3.11's wait_for inside
-        # asyncua can lose one that races with a reply); the source then stops at once
-        for _ in range(10):
-            task.cancel()
-            done, _pending = await asyncio.wait({task}, timeout=1.0)
-            if done:
-                break
-        assert task.done(), "the source did not stop within 10 s of being cancelled"
-
-
 async def wait(cond: Callable[[], bool], limit: float = 10.0) -> None:
     for _ in range(int(limit / 0.05)):
         if cond():
@@ -199,7 +183,7 @@ async def test_refused_until_trusted_then_reads_and_writes(
     out = Collector()
     source = make_source(node_server, out)
     pki = node_server.pki
-    async with running(source):
+    async with running_source(source):
         # 1. refused: node-opcua's certificate is not in our trust store yet
         rejected = pki / NAME / "rejected"
         await wait(lambda: rejected.is_dir() and any(rejected.iterdir()))
@@ -262,7 +246,7 @@ async def test_other_policies_after_trusting_the_certificate_file(
     server = NodeServer(node_server.endpoint, node_server.certificate, pki)
     out = Collector()
     source = make_source(server, out, security_policy=policy)
-    async with running(source):
+    async with running_source(source):
         await wait(lambda: len(set(good_values(out, COUNTER))) >= 3)
         assert source._client.security_policy.URI.endswith(f"#{policy}")
     assert not any((b.quality & 0x80000000).any() for b in out.batches)  # never Bad
@@ -287,7 +271,7 @@ async def test_wrong_password_or_no_security_never_connects(
     ):
         out = Collector()
         source = make_source(server, out, **extra)
-        async with running(source):
+        async with running_source(source):
             await wait(lambda: bool(out.batches))  # noqa: B023
             await asyncio.sleep(1.0)  # it keeps retrying: still nothing Good
             assert not source.connected and not out.good()
@@ -302,7 +286,7 @@ async def test_node_opcua_refuses_a_client_certificate_it_does_not_trust(
     assert main(["certs", "trust", NAME, str(node_server.certificate), "--pki-dir", str(pki)]) == 0
     out = Collector()
     source = make_source(NodeServer(node_server.endpoint, node_server.certificate, pki), out)
-    async with running(source):
+    async with running_source(source):
         await wait(lambda: (pki / "_own" / "cert.der").is_file() and bool(out.batches))
         await asyncio.sleep(1.0)
         assert not source.connected and not out.good()

@@ -7,12 +7,11 @@ hostile server: test_opcua_hostile.py.)"""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ from tests.integration.connectors.test_modbus_source import (
     start_server,
 )
 from tests.integration.hostile_peer import HostilePeer, Mode
-from tests.support import Collector, free_port
+from tests.support import Collector, free_port, running_source
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -84,17 +83,6 @@ def hostile_source(
         events=events,
     )
     return spec.factory(config, bound, ctx)
-
-
-@contextlib.asynccontextmanager
-async def running_source(source: Source) -> AsyncIterator[None]:
-    task = asyncio.create_task(source.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 3.0)
 
 
 def good_batch_gaps(batches: list[tuple[float, Batch]]) -> float:

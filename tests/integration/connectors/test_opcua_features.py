@@ -21,7 +21,7 @@ from isthmus.model.config import SimulatorConfig
 from isthmus.model.errors import IsthmusError
 from isthmus.model.quality import Quality
 from isthmus.sim.runner import run_simulator
-from tests.support import Collector
+from tests.support import Collector, running_source
 
 pytestmark = [
     pytest.mark.integration,
@@ -71,22 +71,6 @@ def make_source(endpoint: str, tags: list[dict[str, Any]], collector: Collector)
     )
 
 
-@contextlib.asynccontextmanager
-async def running(source: OpcUaSource) -> AsyncIterator[None]:
-    task = asyncio.create_task(source.run())
-    try:
-        for _ in range(100):
-            if source.connected:
-                break
-            await asyncio.sleep(0.05)
-        assert source.connected
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 3.0)
-
-
 SIM_TAGS = [
     {"path": "l/m/m/sp/speed", "node": "ns=2;s=Line1.Setpoints.LineSpeed", "writable": True},
     {"path": "l/m/m/sp/volume", "node": "ns=2;s=Line1.Setpoints.FillVolume", "writable": True},
@@ -102,7 +86,7 @@ async def test_write_setpoint_with_coercion_and_read_back(
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     source = make_source(sim_endpoint, SIM_TAGS, Collector())
-    async with running(source):
+    async with running_source(source, connected_within=5.0):
         # server identity, read once after connecting
         assert source.server_info.get("product_name")
         assert "software_version" in source.server_info
@@ -159,7 +143,7 @@ async def test_server_state_not_running_marks_values_uncertain(
         source = make_source(
             f"opc.tcp://{HOST}:{port}/", [{"path": "a/l/c/e/v", "node": f"ns={ns};s=V"}], collector
         )
-        async with running(source):
+        async with running_source(source, connected_within=5.0):
             for _ in range(40):
                 if source.server_state == 0 and collector.qualities(100):
                     break

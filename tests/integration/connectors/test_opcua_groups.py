@@ -4,7 +4,6 @@ enumerations, against a real asyncua server on 127.0.0.1 started here."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.config import DataType
 from isthmus.model.loader import load_plant_config
 from isthmus.model.quality import Quality
-from tests.support import Collector, free_port
+from tests.support import Collector, free_port, running_source
 
 pytestmark = [
     pytest.mark.integration,
@@ -109,22 +108,6 @@ def make_source(
     )
 
 
-@contextlib.asynccontextmanager
-async def running(source: OpcUaSource) -> AsyncIterator[None]:
-    task = asyncio.create_task(source.run())
-    try:
-        for _ in range(100):
-            if source.connected:
-                break
-            await asyncio.sleep(0.05)
-        assert source.connected
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 3.0)
-
-
 async def wait_for(predicate: Any, seconds: float = 5.0) -> None:
     for _ in range(int(seconds / 0.05)):
         if predicate():
@@ -166,7 +149,7 @@ async def test_group_deadband_is_applied_by_the_server(
     )
     await plant.nodes["raw"].write_value(10.0)
     await plant.nodes["noisy"].write_value(10.0)
-    async with running(source):
+    async with running_source(source, connected_within=5.0):
         # one subscription per group, each with its own publishing interval
         assert set(source.subscriptions) == {"default", "filtered", "pct"}
         assert source.subscriptions["filtered"] == pytest.approx(0.1)
@@ -224,7 +207,7 @@ async def test_array_elements_and_short_arrays(plant: Plant) -> None:
     ]
     ids = {p.rsplit("/", 1)[1]: 100 + i for i, p in enumerate(paths)}
     await plant.nodes["temps"].write_value(ua.Variant([1.5, 2.5, 3.5], ua.VariantType.Double))
-    async with running(source):
+    async with running_source(source, connected_within=5.0):
         await wait_for(lambda: good_values(collector, ids["temp.2"]))
         assert good_values(collector, ids["temp.0"]) == [1.5]
         assert good_values(collector, ids["temp.1"]) == [2.5]
@@ -272,7 +255,7 @@ async def test_enumeration_labels_from_server_and_config(plant: Plant) -> None:
         collector,
     )
     await plant.nodes["state"].write_value(ua.Variant(1, ua.VariantType.Int32))
-    async with running(source):
+    async with running_source(source, connected_within=5.0):
         await wait_for(lambda: 100 in source.enum_labels)
         # values stay numbers; the labels come from the DataType's EnumStrings
         await wait_for(lambda: good_values(collector, 100) == [1.0])

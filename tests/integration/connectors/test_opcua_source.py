@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +18,7 @@ from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
-from tests.support import Collector
+from tests.support import Collector, running_source
 
 pytestmark = [
     pytest.mark.integration,
@@ -95,17 +94,6 @@ def make_source(endpoint: str, nodes: list[str], collector: Collector) -> OpcUaS
     )
 
 
-@contextlib.asynccontextmanager
-async def running(source: OpcUaSource) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(source.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 3.0)
-
-
 def has(
     tag: int, value: float | None = None, quality: int = Quality.GOOD
 ) -> Callable[[Batch], bool]:
@@ -137,7 +125,7 @@ async def test_subscribes_and_batches_changes(
         ],
         collector,
     )
-    async with running(source):
+    async with running_source(source):
         first = await collector.wait_for(lambda b: len(b) >= 3)
         assert len(set(first.tag_id.tolist())) == len(first)
         await collector.wait_for(has(204, quality=Quality.BAD_CONFIGURATION_ERROR))
@@ -172,7 +160,7 @@ async def test_subscribes_and_batches_changes(
 async def test_bad_status_from_server_is_kept(plant: Plant) -> None:
     collector = Collector()
     source = make_source(plant.endpoint, [f"ns={plant.ns};s=Speed"], collector)
-    async with running(source):
+    async with running_source(source):
         await collector.wait_for(has(200))
         bad = ua.DataValue(
             ua.Variant(9.0, ua.VariantType.Double),
@@ -190,7 +178,7 @@ async def test_outage_then_recovery(caplog: pytest.LogCaptureFixture) -> None:
     collector = Collector()
     source = make_source(own.endpoint, [f"ns={own.ns};s=Speed", f"ns={own.ns};s=Count"], collector)
     try:
-        async with running(source):
+        async with running_source(source):
             await collector.wait_for(has(200, 1.5))
             await own.server.stop()
             lost = await collector.wait_for(lambda b: bool(b.quality.any()))

@@ -4,8 +4,6 @@ ByteString is refused, typed writes accept text, and `discover` maps the types."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.model.loader import load_plant_config
 from isthmus.model.quality import Quality
-from tests.support import Collector, free_port
+from tests.support import Collector, free_port, running_source
 
 pytestmark = [
     pytest.mark.integration,
@@ -108,17 +106,6 @@ def make_source(plant: Plant, collector: Collector) -> OpcUaSource:
     )
 
 
-@contextlib.asynccontextmanager
-async def running(source: OpcUaSource) -> AsyncIterator[None]:
-    task = asyncio.create_task(source.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 3.0)
-
-
 def text_of(tag: int, text: str) -> Callable[[Batch], bool]:
     def check(batch: Batch) -> bool:
         return any(
@@ -144,7 +131,7 @@ def value_of(tag: int, value: float) -> Callable[[Batch], bool]:
 async def test_strings_become_text_samples(plant: Plant) -> None:
     collector = Collector()
     source = make_source(plant, collector)
-    async with running(source):
+    async with running_source(source):
         first = await collector.wait_for(lambda b: len(b) >= 5)
         rows = {
             t: (v, q, x)
