@@ -21,9 +21,9 @@ def _sqlite(config: StorageConfig, data_dir: Path) -> Store:
 
 def _postgres(config: StorageConfig, data_dir: Path) -> Store:
     # Imported on use: psycopg is only loaded by processes that store in PostgreSQL.
-    from isthmus.historian.postgres.store import PostgresStore
+    from isthmus.historian.postgres.windows import postgres_store
 
-    return PostgresStore(config, data_dir)
+    return postgres_store(config, data_dir)
 
 
 def default_stores() -> Registry[StoreFactory]:

@@ -247,6 +247,11 @@ class StorageConfig(Strict):
         default="ISTHMUS_PG_DSN",
         description="postgres: the environment variable holding the connection string",
     )
+    layout: Literal["windows", "rows"] = Field(
+        default="windows",
+        description="postgres: windows (one row per tag and minute per write, arrays; "
+        "the hub's fast layout) or rows (one row per sample)",
+    )
 
 
 class ApiConfig(Strict):

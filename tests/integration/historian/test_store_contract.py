@@ -23,20 +23,29 @@ BAD = int(Quality.BAD_SENSOR_FAILURE)
 UNCERTAIN = int(Quality.UNCERTAIN_LAST_USABLE_VALUE)
 
 BACKENDS = list(default_stores())
+VARIANTS = [*BACKENDS, "postgres/rows"]
+"""Every backend, and each layout of the PostgreSQL one (``postgres`` is its default)."""
 
 
 def factory(name: str) -> StoreFactory:
-    return default_stores().get(name)
+    return default_stores().get(name.split("/")[0])
 
 
 def config(name: str, path: str | None = None) -> StorageConfig:
-    return StorageConfig(type=name, path=path or f"hist.{name}", memory_limit="64MB")
+    kind, _, layout = name.partition("/")
+    return StorageConfig(
+        type=kind,
+        path=path or f"hist.{kind}",
+        memory_limit="64MB",
+        layout=layout or "windows",  # type: ignore[arg-type]
+    )
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=VARIANTS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """The backend name; for ``postgres`` a fresh database in the session's cluster."""
-    if request.param == "postgres":
+    """The backend (``postgres/rows``: that layout); for PostgreSQL a fresh database in
+    the session's cluster."""
+    if str(request.param).startswith("postgres"):
         request.getfixturevalue("pg_dsn")  # sets ISTHMUS_PG_DSN for this test
     return str(request.param)
 

@@ -31,6 +31,16 @@ class PostgresRetentionMixin:
     def tags(self) -> dict[str, int]:
         raise NotImplementedError
 
+    def delete_tags_before(self, cur: Any, tags: list[int], cut: int) -> int:
+        """Samples of ``tags`` older than ``cut`` (both tables) and their stale
+        ``last_value``; the caller commits.  Returns the samples deleted."""
+        deleted = 0
+        for table in ("samples", "samples_text"):
+            cur.execute(f"DELETE FROM {table} WHERE tag_id = ANY(%s) AND ts < %s", [tags, cut])
+            deleted += max(cur.rowcount, 0)
+        cur.execute("DELETE FROM last_value WHERE tag_id = ANY(%s) AND ts < %s", [tags, cut])
+        return deleted
+
     def assign_retention_classes(self, classes: Mapping[int, str]) -> None:
         check_classes(self.config.retention, classes)
         self._retention_classes = {**(self._retention_classes or {}), **classes}
@@ -53,16 +63,7 @@ class PostgresRetentionMixin:
                 try:
                     with con.cursor() as cur:
                         for tags, cut in later:
-                            for table in ("samples", "samples_text"):
-                                cur.execute(
-                                    f"DELETE FROM {table} WHERE tag_id = ANY(%s) AND ts < %s",
-                                    [tags, cut],
-                                )
-                                deleted += max(cur.rowcount, 0)
-                            cur.execute(
-                                "DELETE FROM last_value WHERE tag_id = ANY(%s) AND ts < %s",
-                                [tags, cut],
-                            )
+                            deleted += self.delete_tags_before(cur, tags, cut)
                     con.commit()
                 except BaseException:
                     con.rollback()

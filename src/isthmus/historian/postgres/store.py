@@ -36,7 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,14 +48,14 @@ from psycopg import sql
 from isthmus.historian.base import Aggregates, TagMeta
 from isthmus.historian.common import check_bucket, dedupe_first
 from isthmus.historian.postgres import text as text_store
-from isthmus.historian.postgres import text_views
+from isthmus.historian.postgres import text_views, window_schema
 from isthmus.historian.postgres.retention import PostgresRetentionMixin
 from isthmus.historian.text import (
     NotNumericError,
     merge_range,
     newest,
     newest_per_tag,
-    write_mixed,
+    split_text,
 )
 from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
@@ -72,6 +72,7 @@ _ATTEMPTS = 3
 _T = TypeVar("_T")
 Connection = psycopg.Connection[tuple[Any, ...]]
 Cursor = psycopg.Cursor[tuple[Any, ...]]
+BeforeCommit = Callable[[Cursor], None]
 
 # -- binary COPY, encoded and decoded by NumPy -------------------------------------------
 
@@ -261,6 +262,7 @@ MIGRATIONS: list[tuple[int, Callable[[Cursor], None]]] = [
     (2, _migrate_2),
     (3, _migrate_3),
     (4, text_views.migrate),  # samples_text_v, last_v.text
+    (5, lambda cur: window_schema.migrate(cur, DAY_NS)),  # sample_windows, sample_rows
 ]
 """Ordered schema steps; each runs once, in its own transaction, recorded by version."""
 
@@ -324,15 +326,16 @@ COPY (
 """
 
 
-def partition_name(day: int) -> str:
-    return "samples_p" + (_EPOCH + dt.timedelta(days=day)).strftime("%Y%m%d")
+def partition_name(day: int, table: str = "samples") -> str:
+    return f"{table}_p" + (_EPOCH + dt.timedelta(days=day)).strftime("%Y%m%d")
 
 
-def partition_day(name: str) -> int | None:
-    if not name.startswith("samples_p"):
+def partition_day(name: str, table: str = "samples") -> int | None:
+    prefix = f"{table}_p"
+    if not name.startswith(prefix):
         return None
     try:
-        date = dt.datetime.strptime(name[len("samples_p") :], "%Y%m%d").date()
+        date = dt.datetime.strptime(name[len(prefix) :], "%Y%m%d").date()
     except ValueError:
         return None
     return (date - _EPOCH).days
@@ -354,6 +357,10 @@ def last_per_tag(batch: Batch) -> Batch:
 
 class PostgresStore(PostgresRetentionMixin):
     """PostgreSQL historian implementing :class:`isthmus.historian.base.Store`."""
+
+    LAYOUT = "rows"
+    TABLE = "samples"
+    """The partitioned table holding this layout's numeric samples."""
 
     def __init__(
         self,
@@ -414,6 +421,7 @@ class PostgresStore(PostgresRetentionMixin):
                         "SELECT value FROM historian_settings WHERE key = 'partitioning'"
                     ).fetchone()
                     self.partitioning = str(row[0]) if row else "native"
+                    self._check_layout(cur)
                     self._partitions = self._load_partitions(cur)
                     self._max_ts = self._scalar(cur, "SELECT max(ts) FROM last_value")
                 writer.commit()
@@ -474,18 +482,45 @@ class PostgresStore(PostgresRetentionMixin):
         con.execute(_STAGE)
         con.commit()
 
-    @staticmethod
-    def _load_partitions(cur: Cursor) -> set[int]:
+    def _check_layout(self, cur: Cursor) -> None:
+        """Record the layout of a new database; refuse to open one of the other layout
+        (its samples would be invisible).  A database from before layouts existed holds
+        rows."""
+        row = cur.execute("SELECT value FROM historian_settings WHERE key = 'layout'").fetchone()
+        if row is None:
+            has_rows = cur.execute("SELECT 1 FROM samples LIMIT 1").fetchone() is not None
+            layout = "rows" if has_rows else self.LAYOUT
+            cur.execute(
+                "INSERT INTO historian_settings VALUES ('layout', %s) ON CONFLICT DO NOTHING",
+                [layout],
+            )
+            row = cur.execute(
+                "SELECT value FROM historian_settings WHERE key = 'layout'"
+            ).fetchone()
+        layout = str(row[0]) if row else self.LAYOUT
+        if layout != self.LAYOUT:
+            raise StoreError(
+                f"this PostgreSQL historian stores samples in the {layout!r} layout; "
+                f"storage.layout asks for {self.LAYOUT!r}: set storage.layout: {layout}"
+            )
+
+    def partition_name(self, day: int) -> str:
+        return partition_name(day, self.TABLE)
+
+    def _load_partitions(self, cur: Cursor) -> set[int]:
         rows = cur.execute(
             "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'samples'::regclass"
+            " WHERE i.inhparent = %s::regclass",
+            [self.TABLE],
         ).fetchall()
-        days = (partition_day(str(r[0])) for r in rows)
+        days = (partition_day(str(r[0]), self.TABLE) for r in rows)
         return {d for d in days if d is not None}
 
     @staticmethod
     def _scalar(
-        cur: Cursor, query: str | sql.Composed, params: Sequence[object] = ()
+        cur: Cursor,
+        query: str | sql.Composed,
+        params: Sequence[object] | Mapping[str, object] = (),
     ) -> int | None:
         row = cur.execute(query, params).fetchone()
         return None if row is None or row[0] is None else int(row[0])
@@ -590,10 +625,11 @@ class PostgresStore(PostgresRetentionMixin):
                 for day in missing:
                     cur.execute(
                         sql.SQL(
-                            "CREATE TABLE IF NOT EXISTS {} PARTITION OF samples"
+                            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}"
                             " FOR VALUES FROM ({}) TO ({})"
                         ).format(
-                            sql.Identifier(partition_name(day)),
+                            sql.Identifier(self.partition_name(day)),
+                            sql.Identifier(self.TABLE),
                             sql.Literal(day * DAY_NS),
                             sql.Literal((day + 1) * DAY_NS),
                         )
@@ -604,13 +640,19 @@ class PostgresStore(PostgresRetentionMixin):
             raise
         self._partitions.update(missing)
 
-    def write(self, batch: Batch) -> int:
+    def write(self, batch: Batch, before_commit: BeforeCommit | None = None) -> int:
+        """Store a batch; ``before_commit(cursor)`` runs inside the transaction that
+        commits its numeric samples (the hub records its ledger there)."""
+        if batch.text is not None:  # string samples: their own table
+            numeric, strings = split_text(batch)
+            inserted = self._write_text(strings) if strings is not None else 0
+            return inserted + self.write(numeric, before_commit)
         if len(batch) == 0:
             if not self._open:
                 raise RuntimeError("store is not open")
+            if before_commit is not None:
+                self._in_transaction(before_commit)
             return 0
-        if batch.text is not None:  # string samples: their own table
-            return write_mixed(batch, self.write, self._write_text)
         batch = dedupe_first(batch)
         data = encode_copy(batch)
         newest = last_per_tag(batch)
@@ -620,7 +662,7 @@ class PostgresStore(PostgresRetentionMixin):
                 con = self._write_con()
                 try:
                     self._ensure_partitions(con, batch.ts)
-                    inserted = self._write_once(con, data, len(batch), ts_lo, newest)
+                    inserted = self._write_once(con, data, len(batch), ts_lo, newest, before_commit)
                     break
                 except (psycopg.OperationalError, psycopg.errors.DeadlockDetected):
                     # A lost connection (server restart) or a deadlock with another
@@ -642,8 +684,25 @@ class PostgresStore(PostgresRetentionMixin):
                 self._max_ts = ts_hi
             return inserted
 
+    def _in_transaction(self, fn: BeforeCommit) -> None:
+        with self._write_lock:
+            con = self._write_con()
+            try:
+                with con.cursor() as cur:
+                    fn(cur)
+                con.commit()
+            except BaseException:
+                _rollback(con)
+                raise
+
     def _write_once(
-        self, con: Connection, data: bytes, rows: int, ts_lo: int, newest: Batch
+        self,
+        con: Connection,
+        data: bytes,
+        rows: int,
+        ts_lo: int,
+        newest: Batch,
+        before_commit: BeforeCommit | None = None,
     ) -> int:
         try:
             with con.cursor() as cur:
@@ -661,6 +720,8 @@ class PostgresStore(PostgresRetentionMixin):
                     with cur.copy("COPY _isthmus_newest FROM STDIN (FORMAT BINARY)") as copy:
                         copy.write(encode_copy(newest))
                     cur.execute(_UPSERT_LAST)
+                if before_commit is not None:
+                    before_commit(cur)
             con.commit()
         except BaseException:
             _rollback(con)
