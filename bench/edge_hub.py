@@ -33,6 +33,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,16 @@ def pct(ms: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, float]:
     }
 
 
-def edge_rss(root: Path, rate: int, seconds: float) -> dict[str, Any]:
+def edge_rss(
+    root: Path,
+    rate: int,
+    seconds: float,
+    spool_max_bytes: int = 1 << 30,
+    progress: Callable[[float, float, float], None] | None = None,
+    storage: str = "duckdb",
+) -> dict[str, Any]:
+    """``isthmus run --role edge`` with no reachable NATS: its RSS and spool size every
+    second (``progress(t, rss_mb, spool_mb)`` once a minute)."""
     n_tags = 100
     period_ms = n_tags * 1000 / rate
     dead = f"nats://127.0.0.1:{free_port()}"
@@ -228,7 +238,8 @@ def edge_rss(root: Path, rate: int, seconds: float) -> dict[str, Any]:
         [dead],
         n_tags=n_tags,
         period=f"{period_ms}ms",
-        storage="duckdb",
+        storage=storage,
+        spool_max_bytes=spool_max_bytes,
     )
     proc = start(cfg, "edge", root / "rss-edge")
     try:
@@ -246,6 +257,8 @@ def edge_rss(root: Path, rate: int, seconds: float) -> dict[str, Any]:
                     spool_bytes / 2**20,
                 )
             )
+            if progress is not None and len(samples) % 60 == 0:
+                progress(*samples[-1])
     finally:
         proc.terminate()
     warm = [s for s in samples if s[0] >= 5.0] or samples
@@ -257,6 +270,7 @@ def edge_rss(root: Path, rate: int, seconds: float) -> dict[str, Any]:
         "rss_mb_end": round(rss[-1], 1),
         "rss_mb_max": round(max(rss), 1),
         "spool_mb_end": round(warm[-1][2], 1),
+        "edge_historian": storage,
         "series": [[t, round(r, 1), round(s, 1)] for t, r, s in samples],
     }
 
@@ -273,6 +287,9 @@ def main() -> None:
     ap.add_argument("--rss-s", type=float, default=30.0)
     ap.add_argument("--rss-rate", type=int, default=50_000)
     ap.add_argument("--hubs", type=int, default=2, help="hub processes sharing the consumer")
+    ap.add_argument(
+        "--layout", choices=["windows", "rows"], default="windows", help="hub PostgreSQL layout"
+    )
     args = ap.parse_args()
 
     bin_dir = find_bin_dir()
@@ -309,7 +326,7 @@ def main() -> None:
                 await nc.close()
 
             asyncio.run(setup_streams())
-            hub_cfg = hub_config(root / "hub.yaml", [nats_server.url])
+            hub_cfg = hub_config(root / "hub.yaml", [nats_server.url], layout=args.layout)
             hubs = [start(hub_cfg, "hub", root / f"hub{i}", dsn) for i in range(args.hubs)]
             for hub in hubs:
                 hub.wait_status("nats-hub", timeout=60)
@@ -318,7 +335,8 @@ def main() -> None:
             sps = d["samples_per_s"]
             verdict = "met" if sps >= TARGET else "NOT met"
             print(
-                f"edge→hub→PostgreSQL ({args.hubs} hub(s)): {d['samples']:,} samples in "
+                f"edge→hub→PostgreSQL ({args.hubs} hub(s), {args.layout} layout): "
+                f"{d['samples']:,} samples in "
                 f"{d['seconds']:.1f} s = {sps:,.0f} samples/s ({sps / ref_sps:.3f} of raw NATS; "
                 f"target {TARGET:,}: {verdict})"
             )
@@ -355,13 +373,15 @@ def main() -> None:
             f"(max {rss['rss_mb_max']}), spool {rss['spool_mb_end']} MB on disk"
         )
     path = write_result(
-        "edge_hub",
+        "edge_hub" if args.layout == "windows" else "edge_hub_rows",
         {
             "reference_raw_nats": {**ref, "samples_per_s": ref_sps, "payload_bytes": len(payload)},
             "edge_hub_pg": {
                 **d,
                 "ratio_vs_raw_nats": d["samples_per_s"] / ref_sps,
                 "target": TARGET,
+                "layout": args.layout,
+                "hubs": args.hubs,
             },
             "latency": lats,
             "edge_rss_backlog": rss,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -366,6 +367,10 @@ async def serve(
                 exc = server_task.exception() if not server_task.cancelled() else None
                 raise IsthmusError(f"the API could not listen on {host}:{port}: {exc}")
             await asyncio.sleep(0.05)
+        # Everything alive now (modules, app, config) lives as long as the process: out of
+        # the collector's sight, so a full collection on the data path does not walk it
+        # (tens of milliseconds with every module loaded: a latency spike).
+        gc.freeze()
         url = f"http://{host}:{port}"
         _write_server_file(rt.data_dir, url)
         if on_ready:

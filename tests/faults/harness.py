@@ -88,7 +88,9 @@ transport:
     return path
 
 
-def hub_config(path: Path, nats_urls: list[str], *, ack_wait: str = "3s") -> Path:
+def hub_config(
+    path: Path, nats_urls: list[str], *, ack_wait: str = "3s", layout: str = "windows"
+) -> Path:
     servers = ", ".join(nats_urls)
     path.write_text(
         f"""version: 1
@@ -97,6 +99,7 @@ site: hub
 hierarchy: {{}}
 storage:
   type: postgres
+  layout: {layout}
 transport:
   servers: [{servers}]
   ack_wait: {ack_wait}
@@ -224,12 +227,12 @@ def figures(dsn: str, site: str, spool_dir: Path, period_ns: int) -> Figures:
             [site],
         ).fetchall()
         (rows, distinct) = con.execute(
-            "SELECT count(*), count(DISTINCT (s.tag_id, s.ts)) FROM samples s"
+            "SELECT count(*), count(DISTINCT (s.tag_id, s.ts)) FROM sample_rows s"
             " JOIN tags t ON t.id = s.tag_id WHERE t.path LIKE %s",
             [prefix],
         ).fetchone() or (0, 0)
         (mismatched,) = con.execute(
-            "SELECT count(*) FROM samples s JOIN tags t ON t.id = s.tag_id"
+            "SELECT count(*) FROM sample_rows s JOIN tags t ON t.id = s.tag_id"
             " WHERE t.path LIKE %s AND (s.ts %% %s <> 0 OR abs(s.value - ("
             " (s.ts / %s) %% %s + substring(t.path from '/t([0-9]+)$')::int * 0.001)) > 1e-6)",
             [prefix, period_ns, period_ns, VALUE_MODULO],

@@ -11,7 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from isthmus.historian.postgres.store import PostgresStore
+from isthmus.historian.postgres.windows import postgres_store
 from isthmus.model.batch import Batch
 from isthmus.model.clock import SystemClock
 from isthmus.model.config import StorageConfig, TransportConfig
@@ -77,7 +77,7 @@ async def test_spool_cap_drops_exactly_and_once(
         # The hub link comes back: everything kept is delivered, nothing else.
         server.start()
         await wait_jetstream_async([server.url])
-        store = PostgresStore(StorageConfig(type="postgres"), tmp_path, dsn=dsn)
+        store = postgres_store(StorageConfig(type="postgres"), tmp_path, dsn=dsn)
         store.open()
         ledger = HubLedger(dsn, "hub-cap")
         ledger.open()

@@ -15,7 +15,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from isthmus.historian.postgres.store import PostgresStore
+from isthmus.historian.base import Store
+from isthmus.historian.postgres.windows import postgres_store
 from isthmus.model.batch import Batch
 from isthmus.model.clock import SystemClock
 from isthmus.model.config import StorageConfig, TransportConfig
@@ -45,7 +46,7 @@ class Link:
     spool: Spool
     metrics: Metrics
     hub_metrics: Metrics
-    store: PostgresStore
+    store: Store
     dsn: str
 
 
@@ -68,7 +69,7 @@ async def running(
     tags = {i: wire.WireTag(t.path.format(site=site), t.data_type, t.unit) for i, t in TAGS.items()}
     writer = SpoolWriter(spool, transport, metrics, flush_interval=0.02, batch_samples=2000)
     publisher = EdgePublisher(spool, cfg, site, tags, metrics, SystemClock(), writer.appended)
-    store = PostgresStore(StorageConfig(type="postgres"), tmp_path, dsn=pg_dsn)
+    store = postgres_store(StorageConfig(type="postgres"), tmp_path, dsn=pg_dsn)
     store.open()
     ledger = HubLedger(pg_dsn, "hub-a")
     ledger.open()

@@ -4,8 +4,9 @@ Every hub process binds to the same durable pull consumer (``hub_consumer``) on 
 site stream ``ISTHMUS_<SITE>``: JetStream hands each message to one of them (queue-group
 semantics), and redelivers it if it is not acknowledged within ``ack_wait`` (a hub
 killed mid-batch).  A fetched batch of messages is decoded, its tags mapped to the
-store's ids (registered on first sight), written in one store transaction, recorded in
-``hub_ledger`` (see :mod:`~isthmus.transport.nats.ledger`), and only then acknowledged.
+store's ids (registered on first sight), written with its ``hub_ledger`` rows (see
+:mod:`~isthmus.transport.nats.ledger`) in one PostgreSQL transaction, and only then
+acknowledged.
 A store that fails is retried with backoff while the messages are kept in progress;
 nothing is acknowledged before it is committed.  Undecodable messages are counted,
 copied to ``hub_quarantine``, acknowledged and reported once per burst.
@@ -27,6 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from isthmus.connectors.base import Backoff
 from isthmus.historian.base import Store, TagMeta
+from isthmus.historian.postgres.store import PostgresStore
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock
 from isthmus.model.config import TransportConfig
@@ -201,7 +203,6 @@ class HubConsumer:
         if not good:
             return
         batch = await self._to_store(good)
-        written = await self._retry("write", [m for m, _ in good], self.store.write, batch)
         rows = [
             Committed(
                 m.site,
@@ -213,7 +214,7 @@ class HubConsumer:
             )
             for _, m in good
         ]
-        await self._retry("ledger", [m for m, _ in good], self.ledger.record, rows)
+        written = await self._retry("write", [m for m, _ in good], self._commit, batch, rows)
         for msg, _ in good:
             await msg.ack()
         self.metrics.inc("hub.messages", len(good))
@@ -224,6 +225,15 @@ class HubConsumer:
         redelivered = sum(1 for m, _ in good if m.reply and m.metadata.num_delivered > 1)
         if redelivered:
             self.metrics.inc("hub.redelivered_messages", redelivered)
+
+    def _commit(self, batch: Batch, rows: list[Committed]) -> int:
+        """Samples and ledger rows: one transaction with a PostgreSQL historian (a crash
+        can never leave one without the other), two otherwise."""
+        if isinstance(self.store, PostgresStore):
+            return self.store.write(batch, lambda cur: self.ledger.record_in(cur, rows))
+        written = self.store.write(batch)
+        self.ledger.record(rows)
+        return written
 
     async def _to_store(self, good: list[tuple[Msg, wire.Message]]) -> Batch:
         unknown = {t.path: t for _, m in good for t in m.tags if t.path not in self._ids}

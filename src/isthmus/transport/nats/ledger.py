@@ -5,8 +5,9 @@
     whether it was a replay, its oldest and newest sample timestamps, the hub that committed it
     first, when, and how many times it was delivered and committed (``deliveries`` > 1:
     an at-least-once redelivery that the historian's ``(tag, ts)`` key absorbed).
-    Written right after the samples' commit and before the NATS ack, so ``lost`` and
-    ``duplicates`` can be counted exactly: a site's seqs 1..N must all be there once.
+    Written in the samples' own transaction (PostgreSQL historians) and before the NATS
+    ack, so ``lost`` and ``duplicates`` can be counted exactly: a site's seqs 1..N must
+    all be there once.
 ``hub_quarantine``
     every message the hub could not decode (malformed, unknown version): its stream,
     stream sequence, subject, the reason and the raw payload, for forensics.  Quarantined
@@ -114,20 +115,26 @@ class HubLedger:
             con.execute(SCHEMA)
 
     def record(self, rows: Sequence[Committed]) -> None:
+        """Record committed messages in a transaction of the ledger's own."""
         if not rows:
             return
         with self._transaction() as con, con.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO hub_ledger"
-                " (site, seq, n_samples, historical, ts_min, ts_max, hub)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (site, seq) DO UPDATE"
-                " SET deliveries = hub_ledger.deliveries + 1",
-                [
-                    (r.site, r.seq, r.samples, r.historical, r.ts_min, r.ts_max, self.hub)
-                    for r in rows
-                ],
-            )
+            self.record_in(cur, rows)
+
+    def record_in(self, cur: Any, rows: Sequence[Committed]) -> None:
+        """Record committed messages with ``cur``, inside the caller's transaction (the
+        hub passes the historian's write transaction: samples and ledger rows commit
+        together)."""
+        if not rows:
+            return
+        cur.executemany(
+            "INSERT INTO hub_ledger"
+            " (site, seq, n_samples, historical, ts_min, ts_max, hub)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (site, seq) DO UPDATE"
+            " SET deliveries = hub_ledger.deliveries + 1",
+            [(r.site, r.seq, r.samples, r.historical, r.ts_min, r.ts_max, self.hub) for r in rows],
+        )
 
     def quarantine(self, items: Sequence[Quarantined]) -> None:
         if not items:
