@@ -4,7 +4,8 @@ Workload (the one of ``bench/historian_engines.py``): ``--tags`` tags sampled ev
 second, written in batches of ``--batch`` samples, 1 % Bad.  Measured, each in its own
 fresh database of the same server:
 
-- PostgresStore writes (default: direct COPY into the partitioned table when the batch is
+- the store's writes, windows layout (the default: one row per tag and minute per write,
+  arrays) and rows layout (direct COPY into the partitioned table when the batch is
   newer than all stored data; ``staged``: COPY into a temp table + INSERT ... ON CONFLICT),
   rewriting one stored batch (the idempotency path), 1-minute buckets of one tag and of
   all tags, bytes/sample (``pg_total_relation_size`` of every partition);
@@ -33,7 +34,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -43,6 +43,7 @@ from tests.integration.historian.pg_cluster import PgCluster, find_bin_dir
 from bench.common import write_result
 from bench.historian_engines import MINUTE, T0, S, make_batches
 from isthmus.historian.postgres.store import PostgresStore, encode_copy
+from isthmus.historian.postgres.windows import PostgresWindowStore
 from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
 
@@ -108,9 +109,23 @@ def size_of(con: psycopg.Connection[Any], parent: str) -> int:
     return int(row[0]) if row else 0
 
 
-def bench_store(dsn: str, batches: list[Batch], tags: int, direct: bool) -> dict[str, Any]:
+WINDOW_ROLLUP = f"""
+SELECT tag_id, ts_first - (((ts_first % {MINUTE}) + {MINUTE}) % {MINUTE}) AS bucket,
+       sum(v_sum) / sum(n_ok), min(v_min), max(v_max), sum(n_ok)
+FROM sample_windows WHERE n_ok > 0 GROUP BY 1, 2
+"""
+
+
+def bench_store(
+    dsn: str, batches: list[Batch], tags: int, direct: bool, layout: str = "rows"
+) -> dict[str, Any]:
     samples = sum(len(b) for b in batches)
-    store = PostgresStore(StorageConfig(type="postgres"), Path("."), dsn=dsn, direct_copy=direct)
+    store: PostgresStore
+    if layout == "windows":
+        store = PostgresWindowStore(StorageConfig(type="postgres"), Path("."), dsn=dsn)
+    else:
+        config = StorageConfig(type="postgres", layout="rows")
+        store = PostgresStore(config, Path("."), dsn=dsn, direct_copy=direct)
     store.open()
     wall, cpu = time.perf_counter(), time.process_time()
     for b in batches:
@@ -121,17 +136,24 @@ def bench_store(dsn: str, batches: list[Batch], tags: int, direct: bool) -> dict
     assert store.write(middle) == 0
     rewrite_s = time.perf_counter() - t
     assert store.count() == samples
+    table = store.TABLE
+    all_tags = WINDOW_ROLLUP if layout == "windows" else ALL_TAGS_SQL.format(table=table)
     with psycopg.connect(dsn, autocommit=True) as con:
-        con.execute("VACUUM ANALYZE samples")
-        size = size_of(con, "samples")
-        all_tags_ms = timed(lambda: con.execute(ALL_TAGS_SQL.format(table="samples")).fetchall())
+        con.execute(f"VACUUM ANALYZE {table}")
+        size = size_of(con, table)
+        all_tags_ms = timed(lambda: con.execute(all_tags).fetchall())
     one_tag_ms = timed(lambda: store.buckets(tags // 2, 0, 2**62, MINUTE))
     hour = T0 + (int(batches[-1].ts.max() - T0) // 2 // S) * S
     raw_ms = timed(lambda: store.raw(tags // 2, hour, hour + 3600 * S))
     last_ms = timed(lambda: store.last(list(range(1, tags + 1))))
     store.close()
     return {
-        "variant": "PostgresStore " + ("(direct COPY when newer)" if direct else "(staged)"),
+        "variant": (
+            "PostgresWindowStore (windows layout)"
+            if layout == "windows"
+            else "PostgresStore rows " + ("(direct COPY when newer)" if direct else "(staged)")
+        ),
+        "layout": layout,
         "samples": samples,
         "write_s": wall,
         "write_cpu_s": cpu,
@@ -182,76 +204,12 @@ def bench_raw_copy(dsn: str, batches: list[Batch], write_rows: bool) -> dict[str
     }
 
 
-WINDOW_TABLE = """
-CREATE TABLE sample_windows (
-    tag_id integer NOT NULL, t0 bigint NOT NULL, t1 bigint NOT NULL, n integer NOT NULL,
-    ts bigint[] NOT NULL, value float8[] NOT NULL, quality integer[] NOT NULL,
-    PRIMARY KEY (tag_id, t0)
-)
-"""
-WINDOW_ROLLUP = f"""
-SELECT w.tag_id, u.ts - (((u.ts % {MINUTE}) + {MINUTE}) % {MINUTE}) AS bucket,
-       avg(u.v), min(u.v), max(u.v), count(*)
-FROM sample_windows AS w, unnest(w.ts, w.value, w.quality) AS u(ts, v, q)
-WHERE u.q >= 0 GROUP BY 1, 2
-"""
-
-
-def bench_windows(dsn: str, batches: list[Batch], per_window: int) -> dict[str, Any]:
-    """The "window of samples per row" schema: one row per tag and ``per_window`` batches.
-
-    An experiment, not a store: idempotency is only per window (PRIMARY KEY (tag_id, t0)),
-    not per sample, and late data would need a read-modify-write of its window.
-    """
-    samples = sum(len(b) for b in batches)
-    with psycopg.connect(dsn) as con:
-        con.execute(WINDOW_TABLE)
-        con.commit()
-        wall, cpu = time.perf_counter(), time.process_time()
-        with con.cursor() as cur:
-            for i in range(0, len(batches), per_window):
-                b = Batch.concat(batches[i : i + per_window]).sorted()
-                cuts = np.flatnonzero(np.diff(b.tag_id)) + 1
-                starts = np.concatenate([[0], cuts])
-                ends = np.concatenate([cuts, [len(b)]])
-                ts, value, quality = (
-                    b.ts.tolist(),
-                    b.value.tolist(),
-                    b.quality.view("int32").tolist(),
-                )
-                with cur.copy("COPY sample_windows FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(["int4", "int8", "int8", "int4", "int8[]", "float8[]", "int4[]"])
-                    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-                        copy.write_row(
-                            (int(b.tag_id[lo]), ts[lo], ts[hi - 1], hi - lo,
-                             ts[lo:hi], value[lo:hi], quality[lo:hi])
-                        )  # fmt: skip
-                con.commit()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        con.autocommit = True
-        con.execute("VACUUM ANALYZE sample_windows")
-        size = size_of(con, "sample_windows")
-        all_tags_ms = timed(lambda: con.execute(WINDOW_ROLLUP).fetchall())
-    return {
-        "variant": f"experiment: window of {per_window} batches per (tag, row), arrays",
-        "samples": samples,
-        "write_s": wall,
-        "write_cpu_s": cpu,
-        "samples_per_s": samples / wall,
-        "bytes_per_sample": size / samples,
-        "buckets_1min_all_tags_ms": all_tags_ms,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--tags", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=10_000, help="samples per write")
     parser.add_argument("--skip-write-row", action="store_true")
-    parser.add_argument(
-        "--window-batches", type=int, default=6, help="batches per row in the window experiment"
-    )
     args = parser.parse_args()
     batches = make_batches(args.samples, args.tags, args.batch)
     results: list[dict[str, Any]] = []
@@ -262,7 +220,9 @@ def main() -> None:
         results.append(bench_store(new_database("bench_staged"), batches, args.tags, False))
         if not args.skip_write_row:
             results.append(bench_raw_copy(new_database("bench_rows"), batches, write_rows=True))
-        results.append(bench_windows(new_database("bench_windows"), batches, args.window_batches))
+        results.append(
+            bench_store(new_database("bench_windows"), batches, args.tags, False, "windows")
+        )
         with psycopg.connect(new_database("bench_version")) as con:
             row = con.execute("SHOW server_version").fetchone()
             version = str(row[0]) if row else "?"
@@ -294,8 +254,9 @@ def main() -> None:
             "notes": [
                 "same server, same run, one fresh database per variant",
                 "throw-away cluster with default durability unless ISTHMUS_PG_DSN is set",
-                "the 'window of samples per row' variant is a bench-only experiment: "
-                "idempotent per window, not per sample; not in PostgresStore",
+                "windows layout: one row per tag and minute per write (a write of "
+                "--batch samples of --tags tags holds batch/tags samples per row); its "
+                "all-tags 1-minute buckets come from the per-window aggregates",
             ],
         },
     )

@@ -316,3 +316,35 @@ def test_retention_per_class_deletes_only_that_class(pg_dsn: str, tmp_path: Path
     assert len(store.raw(ids["s/keep"], 0, T0 + DAY_NS, limit=10**6)) == 7200
     assert store.raw(ids["s/short"], 0, T0 + DAY_NS, limit=10**6).ts[0] == T0 + 3600 * S
     store.close()
+
+
+def test_grafana_function_reads_only_the_range(store: PostgresWindowStore, pg_dsn: str) -> None:
+    ids = store.register_tags([TagMeta("acme/p/oven/temp", "float", "degC")])
+    tag = ids["acme/p/oven/temp"]
+    ts = T0 + np.arange(600, dtype=np.int64) * S  # 10 minutes
+    quality = np.where(np.arange(600) % 100 == 0, BAD, 0).astype(np.uint32)
+    store.write(Batch.of(np.full(600, tag), ts, np.arange(600.0), quality))
+    lo, hi = T0 + 150 * S + S // 2, T0 + 301 * S
+    rows = query(
+        pg_dsn,
+        "SELECT ts, value, severity, quality_name FROM isthmus_samples(%s, %s)"
+        " WHERE tag = 'acme/p/oven/temp' ORDER BY ts",
+        lo,
+        hi,
+    )
+    want = store.raw(tag, lo, hi)
+    assert [r[0] for r in rows] == want.ts.tolist()
+    assert [r[1] for r in rows] == want.value.tolist()
+    assert rows[50 - 1][2:] == ("Bad", "Bad_SensorFailure")  # ts = T0 + 200 s
+    # the range bounds the windows read: 3 of the 10 minutes, not the whole history
+    plan = "\n".join(
+        str(r[0])
+        for r in query(
+            pg_dsn,
+            "EXPLAIN (ANALYZE, FORMAT TEXT) SELECT count(*) FROM isthmus_samples(%s, %s)"
+            " WHERE tag = 'acme/p/oven/temp'",
+            lo,
+            hi,
+        )
+    )
+    assert "sample_windows" in plan and "Function Scan on isthmus_samples" not in plan

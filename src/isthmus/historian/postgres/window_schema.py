@@ -25,7 +25,8 @@ PostgreSQL's 2 kB TOAST threshold are compressed (lz4 when the server has it).
 ``sample_rows`` is a view with one row per numeric sample over both layouts (``samples``
 of the rows layout and the unnested windows); ``samples_v``, the Grafana view, is
 rebuilt on it with the same columns, so dashboards work whichever layout a database
-uses.
+uses.  ``isthmus_samples(from_ns, to_ns)`` returns the columns of ``samples_v`` for a
+range, reading only the windows that can hold it (the way to query long histories).
 """
 
 from __future__ import annotations
@@ -84,6 +85,42 @@ LEFT JOIN quality_names AS q ON q.code = (s.quality::bigint & 4294901760)
 """
 
 
+# For Grafana over long ranges: the filter on ``ts`` of a view cannot reach the windows'
+# ``ts_first`` (it applies to unnested rows), so ``samples_v`` reads every window of a
+# tag.  This function takes the range first; PostgreSQL inlines it, so a ``WHERE tag =``
+# on its result still uses the index and partition pruning.
+SAMPLES_BETWEEN = """
+CREATE FUNCTION isthmus_samples(from_ns bigint, to_ns bigint)
+RETURNS TABLE (
+    "time" timestamptz, tag text, value double precision, quality bigint, severity text,
+    quality_name text, ts bigint, tag_id integer)
+LANGUAGE sql STABLE AS $$
+SELECT
+    timestamptz 'epoch' + (s.ts / 1000) * interval '1 microsecond',
+    t.path,
+    s.value,
+    s.quality::bigint & 4294967295,
+    CASE WHEN s.quality < 0 THEN 'Bad'
+         WHEN s.quality >= 1073741824 THEN 'Uncertain'
+         ELSE 'Good' END,
+    q.name,
+    s.ts,
+    s.tag_id
+FROM (
+    SELECT ts, value, tag_id, quality FROM samples WHERE ts >= from_ns AND ts < to_ns
+    UNION ALL
+    SELECT u.ts, u.value, w.tag_id, u.quality
+    FROM sample_windows AS w, unnest(w.ts, w.value, w.quality) AS u(ts, value, quality)
+    WHERE w.ts_first >= from_ns - (((from_ns % 60000000000) + 60000000000) % 60000000000)
+      AND w.ts_first < to_ns AND w.ts_last >= from_ns
+      AND u.ts >= from_ns AND u.ts < to_ns
+) AS s
+JOIN tags AS t ON t.id = s.tag_id
+LEFT JOIN quality_names AS q ON q.code = (s.quality::bigint & 4294901760)
+$$
+"""
+
+
 def migrate(cur: Any, day_ns: int) -> None:
     """Migration 5: ``sample_windows`` (partitioned like ``samples``), ``sample_rows``,
     ``samples_v`` over both layouts."""
@@ -102,3 +139,4 @@ def migrate(cur: Any, day_ns: int) -> None:
             cur.execute(f"ALTER TABLE sample_windows ALTER COLUMN {column} SET COMPRESSION lz4")
     cur.execute(SAMPLE_ROWS)
     cur.execute(SAMPLES_V)
+    cur.execute(SAMPLES_BETWEEN)
