@@ -28,6 +28,7 @@ from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
 from isthmus.model.errors import StoreError
 from isthmus.model.quality import Quality
+from tests.integration.historian.pg_cluster import query
 
 S = 1_000_000_000
 T0 = 19_675 * DAY_NS  # 2023-11-14 00:00 UTC
@@ -44,11 +45,6 @@ def store(pg_dsn: str, tmp_path: Path) -> Iterator[PostgresStore]:
     s.open()
     yield s
     s.close()
-
-
-def query(dsn: str, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with psycopg.connect(dsn) as con:
-        return con.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
 
 # -- pure helpers ----------------------------------------------------------------------

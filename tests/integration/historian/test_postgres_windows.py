@@ -28,6 +28,7 @@ from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
 from isthmus.model.errors import StoreError
 from isthmus.model.quality import Quality
+from tests.integration.historian.pg_cluster import query
 
 S = 1_000_000_000
 T0 = 19_675 * DAY_NS + 23 * 3600 * S + 58 * 60 * S  # 2023-11-14 23:58 UTC: crosses midnight
@@ -48,11 +49,6 @@ def store(pg_dsn: str, tmp_path: Path) -> Iterator[PostgresWindowStore]:
     s.open()
     yield s
     s.close()
-
-
-def query(dsn: str, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with psycopg.connect(dsn) as con:
-        return con.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
 
 # -- pure helpers ------------------------------------------------------------------------

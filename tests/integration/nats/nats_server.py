@@ -51,6 +51,8 @@ class NatsServer:
         self.cluster_port = cluster_port
         self.routes = routes or []
         self.proc: subprocess.Popen[bytes] | None = None
+        self._held: list[socket.socket] = []
+        self._hold_ports()
 
     @property
     def url(self) -> str:
@@ -74,7 +76,30 @@ class NatsServer:
                 cmd += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
         return cmd
 
+    def _hold_ports(self) -> None:
+        """Keep this server's ports bound (not listening) while it is not running: a
+        client's connection is refused as if it were down, and the kernel does not hand
+        the port to an outgoing connection as its source port — which would make the
+        restart on the same port fail (seen once in a busy fault-test run)."""
+        for port in (self.port, self.cluster_port):
+            if port is None:
+                continue
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()  # taken already: start() will report it
+                continue
+            self._held.append(s)
+
+    def _release_ports(self) -> None:
+        for s in self._held:
+            s.close()
+        self._held.clear()
+
     def start(self, timeout: float = 10.0) -> NatsServer:
+        self._release_ports()
         self.proc = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -93,12 +118,14 @@ class NatsServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        self._hold_ports()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self.proc = None
+        self._hold_ports()
 
     @property
     def running(self) -> bool:

@@ -32,14 +32,7 @@ class PostgresRetentionMixin:
         raise NotImplementedError
 
     def delete_tags_before(self, cur: Any, tags: list[int], cut: int) -> int:
-        """Samples of ``tags`` older than ``cut`` (both tables) and their stale
-        ``last_value``; the caller commits.  Returns the samples deleted."""
-        deleted = 0
-        for table in ("samples", "samples_text"):
-            cur.execute(f"DELETE FROM {table} WHERE tag_id = ANY(%s) AND ts < %s", [tags, cut])
-            deleted += max(cur.rowcount, 0)
-        cur.execute("DELETE FROM last_value WHERE tag_id = ANY(%s) AND ts < %s", [tags, cut])
-        return deleted
+        raise NotImplementedError
 
     def assign_retention_classes(self, classes: Mapping[int, str]) -> None:
         check_classes(self.config.retention, classes)

@@ -190,21 +190,7 @@ CREATE FUNCTION isthmus_ns(timestamptz) RETURNS bigint LANGUAGE sql IMMUTABLE ST
     AS $$ SELECT (extract(epoch FROM $1) * 1000000000)::bigint $$;
 CREATE FUNCTION isthmus_time(bigint) RETURNS timestamptz LANGUAGE sql IMMUTABLE STRICT
     AS $$ SELECT timestamptz 'epoch' + ($1 / 1000) * interval '1 microsecond' $$;
-CREATE VIEW samples_v AS
-SELECT
-    timestamptz 'epoch' + (s.ts / 1000) * interval '1 microsecond' AS time,
-    t.path AS tag,
-    s.value,
-    s.quality::bigint & 4294967295 AS quality,
-    CASE WHEN s.quality < 0 THEN 'Bad'
-         WHEN s.quality >= 1073741824 THEN 'Uncertain'
-         ELSE 'Good' END AS severity,
-    q.name AS quality_name,
-    s.ts,
-    s.tag_id
-FROM samples AS s
-JOIN tags AS t ON t.id = s.tag_id
-LEFT JOIN quality_names AS q ON q.code = (s.quality::bigint & 4294901760);
+{samples_v};
 CREATE VIEW last_v AS
 SELECT
     timestamptz 'epoch' + (l.ts / 1000) * interval '1 microsecond' AS time,
@@ -249,7 +235,7 @@ def _migrate_1(cur: Cursor) -> None:
 
 def _migrate_2(cur: Cursor) -> None:
     """Quality names and the views Grafana users query."""
-    cur.execute(_VIEWS)
+    cur.execute(_VIEWS.format(samples_v=window_schema.samples_v("samples", "CREATE VIEW")))
 
 
 def _migrate_3(cur: Cursor) -> None:
@@ -339,6 +325,23 @@ def partition_day(name: str, table: str = "samples") -> int | None:
     except ValueError:
         return None
     return (date - _EPOCH).days
+
+
+def rows_to_batch(rec: npt.NDArray[Any]) -> Batch:
+    """Decoded ``_SAMPLE_ROW`` records as a batch (quality back to unsigned)."""
+    return Batch.of(
+        rec["tag_id"], rec["ts"], rec["value"], rec["quality"].astype(np.int32).view(np.uint32)
+    )
+
+
+def upsert_last(cur: Cursor, newest: Batch) -> None:
+    """Move ``last_value`` forward to the newest row of each tag (``last_per_tag``) where
+    it is newer than the stored one; inside the write transaction."""
+    # Binary COPY: adapting lists of Python numbers would cost more client CPU than the
+    # whole batch's COPY.
+    with cur.copy("COPY _isthmus_newest FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(encode_copy(newest))
+    cur.execute(_UPSERT_LAST)
 
 
 def _rollback(con: Connection) -> None:
@@ -658,31 +661,40 @@ class PostgresStore(PostgresRetentionMixin):
         newest = last_per_tag(batch)
         ts_lo, ts_hi = int(batch.ts.min()), int(batch.ts.max())
         with self._write_lock:
-            for attempt in range(_ATTEMPTS):
-                con = self._write_con()
-                try:
-                    self._ensure_partitions(con, batch.ts)
-                    inserted = self._write_once(con, data, len(batch), ts_lo, newest, before_commit)
-                    break
-                except (psycopg.OperationalError, psycopg.errors.DeadlockDetected):
-                    # A lost connection (server restart) or a deadlock with another
-                    # writer process: nothing was committed, or the commit landed and
-                    # the retry finds every row already stored; both are safe to retry.
-                    if attempt == _ATTEMPTS - 1:
-                        raise
-                    self.retries += 1
-                except psycopg.errors.CheckViolation:
-                    # "no partition of relation samples found for row": another process
-                    # purged a partition this one had cached; learn the real set, retry.
-                    if attempt == _ATTEMPTS - 1 or self.partitioning != "native":
-                        raise
-                    self.retries += 1
-                    with con.cursor() as cur:
-                        self._partitions = self._load_partitions(cur)
-                    con.commit()
+            inserted = self._retrying(
+                batch.ts,
+                lambda con: self._write_once(con, data, len(batch), ts_lo, newest, before_commit),
+            )
             if inserted and (self._max_ts is None or ts_hi > self._max_ts):
                 self._max_ts = ts_hi
             return inserted
+
+    def _retrying(self, ts: npt.NDArray[np.int64], attempt_fn: Callable[[Connection], int]) -> int:
+        """``attempt_fn(writer)`` (one transaction) after creating the partitions of ``ts``,
+        retried on the errors a retry heals; the caller holds the write lock."""
+        for attempt in range(_ATTEMPTS):
+            con = self._write_con()
+            try:
+                if len(ts):
+                    self._ensure_partitions(con, ts)
+                return attempt_fn(con)
+            except (psycopg.OperationalError, psycopg.errors.DeadlockDetected):
+                # A lost connection (server restart) or a deadlock with another
+                # writer process: nothing was committed, or the commit landed and
+                # the retry finds every row already stored; both are safe to retry.
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                self.retries += 1
+            except psycopg.errors.CheckViolation:
+                # "no partition of relation ... found for row": another process
+                # purged a partition this one had cached; learn the real set, retry.
+                if attempt == _ATTEMPTS - 1 or self.partitioning != "native":
+                    raise
+                self.retries += 1
+                with con.cursor() as cur:
+                    self._partitions = self._load_partitions(cur)
+                con.commit()
+        raise AssertionError("unreachable")
 
     def _in_transaction(self, fn: BeforeCommit) -> None:
         with self._write_lock:
@@ -715,11 +727,7 @@ class PostgresStore(PostgresRetentionMixin):
                     cur.execute(_MOVE)
                     inserted = max(cur.rowcount, 0)
                 if inserted:
-                    # Binary COPY again: adapting lists of Python numbers would cost more
-                    # client CPU than the whole batch's COPY.
-                    with cur.copy("COPY _isthmus_newest FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.write(encode_copy(newest))
-                    cur.execute(_UPSERT_LAST)
+                    upsert_last(cur, newest)
                 if before_commit is not None:
                     before_commit(cur)
             con.commit()
@@ -766,22 +774,14 @@ class PostgresStore(PostgresRetentionMixin):
     def purge_before(self, ts_ns: int) -> int:
         with self._write_lock:
             con = self._write_con()
-            deleted = 0
             dropped: list[int] = []
             try:
                 with con.cursor() as cur:
+                    self._lock_samples(cur)
+                    deleted = 0
                     if self.partitioning == "native":
-                        cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_PARTITIONS])
-                        for day in sorted(self._load_partitions(cur)):
-                            if (day + 1) * DAY_NS > ts_ns:
-                                continue
-                            name = sql.Identifier(partition_name(day))
-                            count = sql.SQL("SELECT count(*) FROM {}").format(name)
-                            deleted += self._scalar(cur, count) or 0
-                            cur.execute(sql.SQL("DROP TABLE {}").format(name))
-                            dropped.append(day)
-                    cur.execute("DELETE FROM samples WHERE ts < %s", [ts_ns])
-                    deleted += max(cur.rowcount, 0)
+                        dropped, deleted = self._drop_partitions_before(cur, ts_ns)
+                    deleted += self._delete_samples_before(cur, None, ts_ns)
                     deleted += text_store.purge_before(cur, ts_ns)
                     # A tag whose newest sample is older than the cut-off has no sample left.
                     cur.execute("DELETE FROM last_value WHERE ts < %s", [ts_ns])
@@ -793,6 +793,45 @@ class PostgresStore(PostgresRetentionMixin):
             self._partitions.difference_update(dropped)
             self._max_ts = max_ts
             return deleted
+
+    def delete_tags_before(self, cur: Cursor, tags: list[int], cut: int) -> int:
+        """Retention of one class: samples of ``tags`` older than ``cut`` (both tables)
+        and their stale ``last_value``; the caller (the retention mixin) commits."""
+        self._lock_samples(cur)
+        deleted = self._delete_samples_before(cur, tags, cut)
+        cur.execute("DELETE FROM samples_text WHERE tag_id = ANY(%s) AND ts < %s", [tags, cut])
+        deleted += max(cur.rowcount, 0)
+        cur.execute("DELETE FROM last_value WHERE tag_id = ANY(%s) AND ts < %s", [tags, cut])
+        return deleted
+
+    def _lock_samples(self, cur: Cursor) -> None:
+        """Whatever a layout's writers serialise on (rows: nothing, the key does it)."""
+
+    COUNT_EXPR = "count(*)"
+    """SQL counting the samples of this layout's rows."""
+
+    def _drop_partitions_before(self, cur: Cursor, ts_ns: int) -> tuple[list[int], int]:
+        """Drop the daily partitions wholly before ``ts_ns``: (their days, samples)."""
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_PARTITIONS])
+        dropped: list[int] = []
+        deleted = 0
+        for day in sorted(self._load_partitions(cur)):
+            if (day + 1) * DAY_NS > ts_ns:
+                continue
+            name = sql.Identifier(self.partition_name(day))
+            count = sql.SQL("SELECT {} FROM {}").format(sql.SQL(self.COUNT_EXPR), name)
+            deleted += self._scalar(cur, count) or 0
+            cur.execute(sql.SQL("DROP TABLE {}").format(name))
+            dropped.append(day)
+        return dropped, deleted
+
+    def _delete_samples_before(self, cur: Cursor, tags: list[int] | None, cut: int) -> int:
+        """Numeric samples of ``tags`` (every tag when None) older than ``cut``."""
+        if tags is None:
+            cur.execute("DELETE FROM samples WHERE ts < %s", [cut])
+        else:
+            cur.execute("DELETE FROM samples WHERE tag_id = ANY(%s) AND ts < %s", [tags, cut])
+        return max(cur.rowcount, 0)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -814,10 +853,7 @@ class PostgresStore(PostgresRetentionMixin):
             end=sql.Literal(int(end_ns)),
             limit=sql.Literal(int(limit)),
         )
-        rec = self._copy_out(query, _SAMPLE_ROW)
-        numeric = Batch.of(
-            rec["tag_id"], rec["ts"], rec["value"], rec["quality"].astype(np.int32).view(np.uint32)
-        )
+        numeric = rows_to_batch(self._copy_out(query, _SAMPLE_ROW))
         strings = self._read(lambda con: text_store.raw(con, tag_id, start_ns, end_ns, limit))
         return merge_range(numeric, strings, limit)
 
@@ -827,10 +863,7 @@ class PostgresStore(PostgresRetentionMixin):
             start=sql.Literal(int(ts_ns - lookback_ns)),
             end=sql.Literal(int(ts_ns)),
         )
-        rec = self._copy_out(query, _SAMPLE_ROW)
-        numeric = Batch.of(
-            rec["tag_id"], rec["ts"], rec["value"], rec["quality"].astype(np.int32).view(np.uint32)
-        )
+        numeric = rows_to_batch(self._copy_out(query, _SAMPLE_ROW))
         return newest(
             numeric, self._read(lambda con: text_store.before(con, tag_id, ts_ns, lookback_ns))
         )
@@ -859,13 +892,10 @@ class PostgresStore(PostgresRetentionMixin):
         check_bucket(bucket_ns)
         if self._read(lambda con: text_store.has_text(con, tag_id, start_ns, end_ns)):
             raise NotNumericError(tag_id)
-        query = sql.SQL(_BUCKETS).format(
-            tag=sql.Literal(int(tag_id)),
-            start=sql.Literal(int(start_ns)),
-            end=sql.Literal(int(end_ns)),
-            width=sql.Literal(int(bucket_ns)),
+        rec = self._copy_out(
+            self._buckets_query(int(tag_id), int(start_ns), int(end_ns), int(bucket_ns)),
+            _BUCKET_ROW,
         )
-        rec = self._copy_out(query, _BUCKET_ROW)
         return Aggregates(
             bucket_ns=rec["bucket"].astype(np.int64),
             avg=rec["avg"].astype(np.float64),
@@ -874,9 +904,18 @@ class PostgresStore(PostgresRetentionMixin):
             count=rec["count"].astype(np.int64),
         )
 
+    def _buckets_query(self, tag_id: int, start_ns: int, end_ns: int, width: int) -> sql.Composed:
+        """A ``COPY ... TO STDOUT (FORMAT BINARY)`` of ``_BUCKET_ROW`` records."""
+        return sql.SQL(_BUCKETS).format(
+            tag=sql.Literal(tag_id),
+            start=sql.Literal(start_ns),
+            end=sql.Literal(end_ns),
+            width=sql.Literal(width),
+        )
+
     def count(self) -> int:
         def fetch(con: Connection) -> int:
             with con.cursor() as cur:
-                return self._scalar(cur, "SELECT count(*) FROM samples") or 0
+                return self._scalar(cur, f"SELECT {self.COUNT_EXPR} FROM {self.TABLE}") or 0
 
         return self._read(fetch) + self._read(text_store.count)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_QUALITY_COLUMNS = """
+QUALITY_COLUMNS = """
     {a}.quality::bigint & 4294967295 AS quality,
     CASE WHEN {a}.quality < 0 THEN 'Bad'
          WHEN {a}.quality >= 1073741824 THEN 'Uncertain'
@@ -28,7 +28,7 @@ CREATE VIEW samples_text_v AS
 SELECT
     timestamptz 'epoch' + (x.ts / 1000) * interval '1 microsecond' AS time,
     t.path AS tag,
-    x.value AS text,{_QUALITY_COLUMNS.format(a="x")}
+    x.value AS text,{QUALITY_COLUMNS.format(a="x")}
 FROM samples_text AS x
 JOIN tags AS t ON t.id = x.tag_id
 LEFT JOIN quality_names AS q ON q.code = (x.quality::bigint & 4294901760)
@@ -39,7 +39,7 @@ CREATE OR REPLACE VIEW last_v AS
 SELECT
     timestamptz 'epoch' + (l.ts / 1000) * interval '1 microsecond' AS time,
     t.path AS tag,
-    l.value,{_QUALITY_COLUMNS.format(a="l")},
+    l.value,{QUALITY_COLUMNS.format(a="l")},
     NULL::text AS text
 FROM last_value AS l
 JOIN tags AS t ON t.id = l.tag_id
@@ -48,7 +48,7 @@ UNION ALL
 SELECT
     timestamptz 'epoch' + (x.ts / 1000) * interval '1 microsecond' AS time,
     t.path AS tag,
-    'NaN'::double precision AS value,{_QUALITY_COLUMNS.format(a="x")},
+    'NaN'::double precision AS value,{QUALITY_COLUMNS.format(a="x")},
     x.value AS text
 FROM (
     SELECT DISTINCT ON (tag_id) tag_id, ts, value, quality

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from isthmus.historian.postgres.text_views import QUALITY_COLUMNS
+
 WINDOW_NS = 60 * 1_000_000_000
 """Windows are aligned on (and never cross) multiples of one minute."""
 
@@ -66,20 +68,17 @@ SELECT u.ts, u.value, w.tag_id, u.quality
 FROM sample_windows AS w, unnest(w.ts, w.value, w.quality) AS u(ts, value, quality)
 """
 
-SAMPLES_V = """
-CREATE OR REPLACE VIEW samples_v AS
+
+def samples_v(source: str, create: str = "CREATE OR REPLACE VIEW") -> str:
+    """The Grafana view ``samples_v`` over ``source`` (``samples`` in migration 2,
+    ``sample_rows`` from migration 5 on)."""
+    return f"""
+{create} samples_v AS
 SELECT
     timestamptz 'epoch' + (s.ts / 1000) * interval '1 microsecond' AS time,
     t.path AS tag,
-    s.value,
-    s.quality::bigint & 4294967295 AS quality,
-    CASE WHEN s.quality < 0 THEN 'Bad'
-         WHEN s.quality >= 1073741824 THEN 'Uncertain'
-         ELSE 'Good' END AS severity,
-    q.name AS quality_name,
-    s.ts,
-    s.tag_id
-FROM sample_rows AS s
+    s.value,{QUALITY_COLUMNS.format(a="s")}
+FROM {source} AS s
 JOIN tags AS t ON t.id = s.tag_id
 LEFT JOIN quality_names AS q ON q.code = (s.quality::bigint & 4294901760)
 """
@@ -138,5 +137,5 @@ def migrate(cur: Any, day_ns: int) -> None:
         for column in ("ts", "value", "quality"):
             cur.execute(f"ALTER TABLE sample_windows ALTER COLUMN {column} SET COMPRESSION lz4")
     cur.execute(SAMPLE_ROWS)
-    cur.execute(SAMPLES_V)
+    cur.execute(samples_v("sample_rows"))
     cur.execute(SAMPLES_BETWEEN)

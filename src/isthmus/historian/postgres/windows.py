@@ -29,29 +29,24 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
 from psycopg import sql
 
-from isthmus.historian.base import Aggregates, Store
-from isthmus.historian.common import BAD_THRESHOLD, check_bucket, dedupe_first
+from isthmus.historian.base import Store
+from isthmus.historian.common import BAD_THRESHOLD, dedupe_first
 from isthmus.historian.postgres import text as text_store
 from isthmus.historian.postgres.store import (
-    _ATTEMPTS,
-    _BUCKET_ROW,
-    _LOCK_PARTITIONS,
     _SAMPLE_ROW,
-    _UPSERT_LAST,
-    DAY_NS,
     BeforeCommit,
     Connection,
     Cursor,
     PostgresStore,
     _rollback,
-    encode_copy,
     last_per_tag,
+    rows_to_batch,
+    upsert_last,
 )
 from isthmus.historian.postgres.window_schema import WINDOW_NS
-from isthmus.historian.text import NotNumericError, merge_range, newest, split_text
+from isthmus.historian.text import merge_range, newest, split_text
 from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig
 from isthmus.model.errors import StoreError
@@ -351,25 +346,10 @@ class PostgresWindowStore(PostgresStore):
             if not _sorted_by_tag(numeric):
                 numeric = numeric.select(np.lexsort((numeric.ts, numeric.tag_id)))
         with self._write_lock:
-            for attempt in range(_ATTEMPTS):
-                con = self._write_con()
-                try:
-                    if len(numeric):
-                        self._ensure_partitions(con, numeric.ts)
-                    return self._write_once_windows(con, numeric, strings, before_commit)
-                except (psycopg.OperationalError, psycopg.errors.DeadlockDetected):
-                    if attempt == _ATTEMPTS - 1:
-                        raise
-                    self.retries += 1
-                except psycopg.errors.CheckViolation:
-                    # A partition purged by another process (see the rows store).
-                    if attempt == _ATTEMPTS - 1 or self.partitioning != "native":
-                        raise
-                    self.retries += 1
-                    with con.cursor() as cur:
-                        self._partitions = self._load_partitions(cur)
-                    con.commit()
-        raise AssertionError("unreachable")
+            return self._retrying(
+                numeric.ts,
+                lambda con: self._write_once_windows(con, numeric, strings, before_commit),
+            )
 
     def _write_once_windows(
         self,
@@ -391,9 +371,7 @@ class PostgresWindowStore(PostgresStore):
                             " v_min, v_max, ts, value, quality) FROM STDIN (FORMAT BINARY)"
                         ) as copy:
                             copy.write(data)
-                        with cur.copy("COPY _isthmus_newest FROM STDIN (FORMAT BINARY)") as copy:
-                            copy.write(encode_copy(last_per_tag(fresh)))
-                        cur.execute(_UPSERT_LAST)
+                        upsert_last(cur, last_per_tag(fresh))
                         inserted += len(fresh)
                         self.windows_written += windows
                 if strings is not None and len(strings):
@@ -431,30 +409,10 @@ class PostgresWindowStore(PostgresStore):
         stored = np.asarray(rows, dtype=np.int64)
         return drop_stored(batch, stored[:, 0], stored[:, 1])
 
-    def purge_before(self, ts_ns: int) -> int:
-        with self._write_lock:
-            con = self._write_con()
-            dropped: list[int] = []
-            try:
-                with con.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_WINDOWS])
-                    deleted = 0
-                    if self.partitioning == "native":
-                        dropped, deleted = self._drop_partitions_before(cur, ts_ns)
-                    deleted += self._delete_window_samples(cur, None, ts_ns)
-                    deleted += text_store.purge_before(cur, ts_ns)
-                    # A tag whose newest sample is older than the cut-off has none left.
-                    cur.execute("DELETE FROM last_value WHERE ts < %s", [ts_ns])
-                    max_ts = self._scalar(cur, "SELECT max(ts) FROM last_value")
-                con.commit()
-            except BaseException:
-                _rollback(con)
-                raise
-            self._partitions.difference_update(dropped)
-            self._max_ts = max_ts
-            return deleted
+    def _lock_samples(self, cur: Cursor) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_WINDOWS])
 
-    def _delete_window_samples(self, cur: Cursor, tags: list[int] | None, cut: int) -> int:
+    def _delete_samples_before(self, cur: Cursor, tags: list[int] | None, cut: int) -> int:
         """Samples of ``tags`` (every tag when None) older than ``cut``: windows wholly
         before it deleted, windows straddling it trimmed; returns the samples removed."""
         only = "" if tags is None else " AND tag_id = ANY(%(tags)s)"
@@ -480,29 +438,6 @@ class PostgresWindowStore(PostgresStore):
         )
         return (whole or 0) + (straddling or 0) - (kept or 0)
 
-    def _drop_partitions_before(self, cur: Cursor, ts_ns: int) -> tuple[list[int], int]:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_PARTITIONS])
-        dropped: list[int] = []
-        deleted = 0
-        for day in sorted(self._load_partitions(cur)):
-            if (day + 1) * DAY_NS > ts_ns:
-                continue
-            name = sql.Identifier(self.partition_name(day))
-            count = sql.SQL("SELECT coalesce(sum(n), 0) FROM {}").format(name)
-            deleted += self._scalar(cur, count) or 0
-            cur.execute(sql.SQL("DROP TABLE {}").format(name))
-            dropped.append(day)
-        return dropped, deleted
-
-    def delete_tags_before(self, cur: Cursor, tags: list[int], cut: int) -> int:
-        """Retention of one class (called by the retention mixin inside its transaction)."""
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_WINDOWS])
-        deleted = self._delete_window_samples(cur, tags, cut)
-        cur.execute("DELETE FROM samples_text WHERE tag_id = ANY(%s) AND ts < %s", [tags, cut])
-        deleted += max(cur.rowcount, 0)
-        cur.execute("DELETE FROM last_value WHERE tag_id = ANY(%s) AND ts < %s", [tags, cut])
-        return deleted
-
     # -- reads ----------------------------------------------------------------------------
 
     def raw(self, tag_id: int, start_ns: int, end_ns: int, limit: int = 100_000) -> Batch:
@@ -517,7 +452,7 @@ class PostgresWindowStore(PostgresStore):
             end=sql.Literal(int(end_ns)),
             limit=sql.Literal(int(limit)),
         )
-        numeric = _to_batch(self._copy_out(query, _SAMPLE_ROW))
+        numeric = rows_to_batch(self._copy_out(query, _SAMPLE_ROW))
         strings = self._read(lambda con: text_store.raw(con, tag_id, start_ns, end_ns, limit))
         return merge_range(numeric, strings, limit)
 
@@ -530,17 +465,13 @@ class PostgresWindowStore(PostgresStore):
             end=sql.Literal(int(ts_ns)),
             w=sql.Literal(WINDOW_NS),
         )
-        numeric = _to_batch(self._copy_out(query, _SAMPLE_ROW))
+        numeric = rows_to_batch(self._copy_out(query, _SAMPLE_ROW))
         return newest(
             numeric, self._read(lambda con: text_store.before(con, tag_id, ts_ns, lookback_ns))
         )
 
-    def buckets(self, tag_id: int, start_ns: int, end_ns: int, bucket_ns: int) -> Aggregates:
-        check_bucket(bucket_ns)
-        if self._read(lambda con: text_store.has_text(con, tag_id, start_ns, end_ns)):
-            raise NotNumericError(tag_id)
-        width = int(bucket_ns)
-        query = sql.SQL(
+    def _buckets_query(self, tag_id: int, start_ns: int, end_ns: int, width: int) -> sql.Composed:
+        return sql.SQL(
             _BUCKETS.format(
                 floor_first=_floor("ts_first", width),
                 floor_u=_floor("u.ts", width),
@@ -551,26 +482,13 @@ class PostgresWindowStore(PostgresStore):
                 lo="{lo}",
             )
         ).format(
-            tag=sql.Literal(int(tag_id)),
-            start=sql.Literal(int(start_ns)),
-            end=sql.Literal(int(end_ns)),
-            lo=sql.Literal(_minute_floor(int(start_ns))),
-        )
-        rec = self._copy_out(query, _BUCKET_ROW)
-        return Aggregates(
-            bucket_ns=rec["bucket"].astype(np.int64),
-            avg=rec["avg"].astype(np.float64),
-            min=rec["min"].astype(np.float64),
-            max=rec["max"].astype(np.float64),
-            count=rec["count"].astype(np.int64),
+            tag=sql.Literal(tag_id),
+            start=sql.Literal(start_ns),
+            end=sql.Literal(end_ns),
+            lo=sql.Literal(_minute_floor(start_ns)),
         )
 
-    def count(self) -> int:
-        def fetch(con: Connection) -> int:
-            with con.cursor() as cur:
-                return self._scalar(cur, "SELECT coalesce(sum(n), 0) FROM sample_windows") or 0
-
-        return self._read(fetch) + self._read(text_store.count)
+    COUNT_EXPR = "coalesce(sum(n), 0)"
 
 
 def _csv(values: npt.NDArray[Any]) -> str:
@@ -582,12 +500,6 @@ def _sorted_by_tag(batch: Batch) -> bool:
         return True
     d_tag = np.diff(batch.tag_id)
     return bool(np.all((d_tag > 0) | ((d_tag == 0) & (np.diff(batch.ts) > 0))))
-
-
-def _to_batch(rec: npt.NDArray[Any]) -> Batch:
-    return Batch.of(
-        rec["tag_id"], rec["ts"], rec["value"], rec["quality"].astype(np.int32).view(np.uint32)
-    )
 
 
 def postgres_store(config: StorageConfig, data_dir: Path, *, dsn: str | None = None) -> Store:
