@@ -1,7 +1,8 @@
 """Births create tags: the whole app with a Sparkplug host source that declares no tag,
 fed by an edge node over a private Mosquitto.  The birth's metrics become tags with
-the birth's types, their values reach the historian, and they appear in the catalog
-(API, hierarchy); a metric whose path is not a valid tag path stays unmapped."""
+the birth's types and units (``engUnit``), their values reach the historian, and they
+appear in the catalog (API, hierarchy); a metric whose path is not a valid tag path
+stays unmapped."""
 
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ REMOTE = [
     ("area/line1/cell/press/count", DataType.INT32),
     ("area/line1/cell/press/recipe", DataType.STRING),
 ]
+UNITS = {"area/line1/cell/press/temp": "degC", "area/line1/cell/press/count": "pcs"}
+"""Sent as each birth metric's ``engUnit`` property."""
 
 
 def runtime(broker: Broker, data: Path, cap: int = 10_000) -> Runtime:
@@ -64,7 +67,9 @@ def runtime(broker: Broker, data: Path, cap: int = 10_000) -> Runtime:
 
 def remote_edge(broker: Broker) -> tuple[SparkplugEdge, LocalTransport]:
     catalog = TagCatalog(
-        CatalogEntry(10 + i, f"x/y/{p}", "sim", TagConfig(path=p, data_type=k))
+        CatalogEntry(
+            10 + i, f"x/y/{p}", "sim", TagConfig(path=p, data_type=k, unit=UNITS.get(p, ""))
+        )
         for i, (p, k) in enumerate(REMOTE)
     )
     transport = LocalTransport()
@@ -109,6 +114,8 @@ async def test_births_create_typed_tags_whose_values_are_stored(
             "recipe": DataType.STRING,
         }
         assert {e.source for e in rt.catalog} == {"spb"}
+        units = {e.path.rsplit("/", 1)[-1]: e.config.unit for e in rt.catalog}
+        assert units == {"temp": "degC", "running": "", "count": "pcs", "recipe": ""}
         assert rt.metrics.counters["source.spb.auto_tags"] == len(REMOTE)
         assert rt.metrics.counters.get("source.spb.unmapped", 0) == 0
         # the tags are the historian's: a restart finds the same ids

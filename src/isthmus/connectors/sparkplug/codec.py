@@ -58,6 +58,9 @@ MESSAGE_TYPES = frozenset(
 REBIRTH_METRIC = "Node Control/Rebirth"
 BDSEQ_METRIC = "bdSeq"
 QUALITY_PROPERTY = "Quality"
+ENG_UNIT_PROPERTY = "engUnit"
+"""The engineering unit of a metric, as a String property of its birth (the convention
+Ignition and most Sparkplug tools follow)."""
 
 
 class DecodeError(ValueError):
@@ -104,6 +107,8 @@ class Metric:
     is_transient: bool = False
     quality: int | None = None
     """An OPC UA status code from the ``Quality`` property, if the metric has one."""
+    unit: str | None = None
+    """The ``engUnit`` property, if the metric has one (births carry it)."""
     numeric: bool = True
     """False for strings, bytes, datasets, templates: not mapped onto tags."""
     raw: object = None
@@ -157,17 +162,27 @@ def _quality(props: Any) -> int | None:
     return 0x80000000
 
 
+def _string_property(props: Any, key: str) -> str | None:
+    keys = list(props.keys)
+    if key not in keys or len(keys) != len(props.values):
+        return None
+    prop = props.values[keys.index(key)]
+    return str(prop.string_value) if prop.WhichOneof("value") == "string_value" else None
+
+
 def _metric(m: Any) -> Metric:
     name = m.name if m.HasField("name") else None
     alias = int(m.alias) if m.HasField("alias") else None
     ts = int(m.timestamp) if m.HasField("timestamp") else None
     datatype = int(m.datatype) if m.HasField("datatype") else None
-    quality = _quality(m.properties) if m.HasField("properties") else None
+    has_props = m.HasField("properties")
+    quality = _quality(m.properties) if has_props else None
     which = m.WhichOneof("value")
     flags: dict[str, Any] = {
         "is_historical": bool(m.is_historical),
         "is_transient": bool(m.is_transient),
         "quality": quality,
+        "unit": _string_property(m.properties, ENG_UNIT_PROPERTY) if has_props else None,
     }
     if m.is_null or which is None:
         return Metric(name, alias, ts, datatype, math.nan, is_null=True, **flags)
@@ -271,6 +286,8 @@ class OutMetric:
     quality: int | None = None
     is_historical: bool = False
     send_datatype: bool = True
+    unit: str | None = None
+    """Sent as the ``engUnit`` property (births)."""
 
 
 def _set_value(m: Any, datatype: int, value: float | bool | int | str | None) -> None:
@@ -314,6 +331,11 @@ def encode(metrics: Iterable[OutMetric], *, seq: int | None, timestamp_ms: int |
             prop = m.properties.values.add()
             prop.type = UINT32
             prop.int_value = om.quality & 0xFFFFFFFF
+        if om.unit:
+            m.properties.keys.append(ENG_UNIT_PROPERTY)
+            prop = m.properties.values.add()
+            prop.type = STRING
+            prop.string_value = om.unit
         _set_value(m, om.datatype, om.value)
     data: bytes = msg.SerializeToString()
     return data

@@ -67,6 +67,7 @@ class _EdgeTag:
     device: str
     name: str
     datatype: int
+    unit: str = ""
 
 
 def device_id(path: str) -> str:
@@ -116,7 +117,9 @@ class SparkplugEdge:
             parts = entry.path.split("/")
             dev = device_id("/".join(parts[-5:-1]))
             datatype = DATATYPE_OF[entry.config.value_type]
-            self._tags[entry.tag_id] = _EdgeTag(entry.tag_id, dev, parts[-1], datatype)
+            self._tags[entry.tag_id] = _EdgeTag(
+                entry.tag_id, dev, parts[-1], datatype, entry.config.unit
+            )
             self.devices.setdefault(dev, []).append(entry.tag_id)
 
     def _on_new_tags(self, entries: Sequence[CatalogEntry]) -> None:
@@ -173,8 +176,9 @@ class SparkplugEdge:
 
     def _out(self, tag: _EdgeTag, birth: bool, historical: bool = False) -> OutMetric:
         sample = self._latest.get(tag.tag_id)
+        unit = tag.unit if birth else None
         if sample is None:
-            return OutMetric(tag.name, tag.tag_id, tag.datatype, None)
+            return OutMetric(tag.name, tag.tag_id, tag.datatype, None, unit=unit)
         ts, value, quality = sample
         out_value = _wire_value(value, tag.datatype)
         return OutMetric(
@@ -186,6 +190,7 @@ class SparkplugEdge:
             quality=quality if quality != 0 else None,
             is_historical=historical,
             send_datatype=birth,
+            unit=unit,
         )
 
     def ndeath_payload(self) -> bytes:

@@ -167,7 +167,7 @@ class SparkplugHost:
             if path is None or kind is None or path in wanted:
                 continue
             try:
-                wanted[path] = TagConfig(path=path, data_type=kind)
+                wanted[path] = TagConfig(path=path, data_type=kind, unit=metric.unit or "")
             except ValidationError:
                 continue
         room = self.config.max_auto_tags - self._created
