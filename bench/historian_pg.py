@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -42,6 +43,7 @@ from tests.integration.historian.pg_cluster import PgCluster, find_bin_dir
 
 from bench.common import write_result
 from bench.historian_engines import MINUTE, T0, S, make_batches
+from isthmus.historian.base import TagMeta
 from isthmus.historian.postgres.store import PostgresStore, encode_copy
 from isthmus.historian.postgres.windows import PostgresWindowStore
 from isthmus.model.batch import Batch
@@ -204,12 +206,49 @@ def bench_raw_copy(dsn: str, batches: list[Batch], write_rows: bool) -> dict[str
     }
 
 
+def long_tag_reads(dsn: str, layout: str, days: int) -> dict[str, Any]:
+    """One tag sampled every second for ``days`` days (written an hour at a time): the
+    reads of one long history, best of three each."""
+    config = StorageConfig(type="postgres", layout=layout)  # type: ignore[arg-type]
+    store: PostgresStore = (
+        PostgresWindowStore(config, Path("."), dsn=dsn)
+        if layout == "windows"
+        else PostgresStore(config, Path("."), dsn=dsn)
+    )
+    store.open()
+    (tag,) = store.register_tags([TagMeta("bench/long/tag", "float64", "")]).values()
+    day = 86_400
+    for d in range(days):
+        for h in range(24):
+            k = np.arange(3600, dtype=np.int64) + d * day + h * 3600
+            store.write(Batch.of(np.full(3600, tag), T0 + k * S, (k % 600).astype(float), 0))
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute(f"VACUUM ANALYZE {store.TABLE}")
+    end = T0 + days * day * S
+    mid = T0 + days // 2 * day * S
+    out = {
+        "layout": layout,
+        "samples": days * day,
+        "raw_all_limit_1000_ms": timed(lambda: store.raw(tag, T0, end, limit=1000)),
+        "raw_all_limit_100000_ms": timed(lambda: store.raw(tag, T0, end, limit=100_000)),
+        "raw_1h_ms": timed(lambda: store.raw(tag, mid, mid + 3600 * S)),
+        "before_1d_lookback_ms": timed(lambda: store.before(tag, mid + 17 * S + 1, day * S)),
+        "buckets_all_1h_ms": timed(lambda: store.buckets(tag, T0, end, 3600 * S)),
+        "buckets_1d_10s_ms": timed(lambda: store.buckets(tag, mid, mid + day * S, 10 * S)),
+    }
+    store.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--tags", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=10_000, help="samples per write")
     parser.add_argument("--skip-write-row", action="store_true")
+    parser.add_argument(
+        "--long-days", type=int, default=30, help="days of one 1 Hz tag for the reads (0: skip)"
+    )
     args = parser.parse_args()
     batches = make_batches(args.samples, args.tags, args.batch)
     results: list[dict[str, Any]] = []
@@ -223,6 +262,10 @@ def main() -> None:
         results.append(
             bench_store(new_database("bench_windows"), batches, args.tags, False, "windows")
         )
+        long_reads = [
+            long_tag_reads(new_database(f"bench_long_{layout}"), layout, args.long_days)
+            for layout in (("windows", "rows") if args.long_days > 0 else ())
+        ]
         with psycopg.connect(new_database("bench_version")) as con:
             row = con.execute("SHOW server_version").fetchone()
             version = str(row[0]) if row else "?"
@@ -242,6 +285,14 @@ def main() -> None:
                 f"  raw 1h {r['raw_1h_one_tag_ms']:.1f} ms  last {r['last_all_tags_ms']:.1f} ms"
             )
         print(line)
+    for r in long_reads:
+        print(
+            f"one tag, {r['samples']:,} samples ({r['layout']}): raw all limit 1000 "
+            f"{r['raw_all_limit_1000_ms']:.1f} ms, limit 100000 {r['raw_all_limit_100000_ms']:.0f}"
+            f" ms; raw 1 h {r['raw_1h_ms']:.1f} ms; before {r['before_1d_lookback_ms']:.1f} ms;"
+            f" all at 1 h {r['buckets_all_1h_ms']:.0f} ms; 1 d at 10 s "
+            f"{r['buckets_1d_10s_ms']:.0f} ms"
+        )
     path = write_result(
         "historian_pg",
         {
@@ -251,6 +302,7 @@ def main() -> None:
             "batch": args.batch,
             "total_s": time.perf_counter() - started,
             "results": results,
+            "long_tag_reads": long_reads,
             "notes": [
                 "same server, same run, one fresh database per variant",
                 "throw-away cluster with default durability unless ISTHMUS_PG_DSN is set",

@@ -154,4 +154,4 @@ def wait_ready(dsn: str, timeout: float = 10.0) -> None:
 def query(dsn: str, statement: str, *params: object) -> list[tuple[object, ...]]:
     """Rows of one statement on a fresh connection (test assertions)."""
     with psycopg.connect(dsn) as con:
-        return con.execute(statement, params).fetchall()  # type: ignore[arg-type]
+        return con.execute(statement, params).fetchall()

@@ -146,9 +146,13 @@ def test_random_writes_match_the_model(store: PostgresWindowStore, seed: int) ->
         # a range starting and ending inside minutes
         lo, hi = T0 + 37 * S + S // 3, T0 + 171 * S
         assert store.raw(tag, lo, hi).ts.tolist() == [s for s, _, _ in model.series(tag, lo, hi)]
-        assert store.raw(tag, lo, hi, limit=5).ts.tolist() == [
-            s for s, _, _ in model.series(tag, lo, hi)[:5]
-        ]
+        for limit in (1, 5, 37, 200):  # the limit bounds the minutes read: still exact
+            assert store.raw(tag, lo, hi, limit=limit).ts.tolist() == [
+                s for s, _, _ in model.series(tag, lo, hi)[:limit]
+            ]
+            assert store.raw(tag, T0 - S, end, limit=limit).ts.tolist() == [
+                s for s, _, _ in model.series(tag, T0 - S, end)[:limit]
+            ]
         # the value in force at a time inside a minute
         at = T0 + 95 * S + S // 4
         prior = model.series(tag, at - 3600 * S, at)

@@ -16,7 +16,13 @@ write brought for one minute (windows never cross a minute boundary, so a window
 ``ts``         ``bigint[]``, ascending, unique
 ``value``      ``double precision[]``
 ``quality``    ``integer[]`` (the status code's 32 bits as int4, like ``samples``)
+``minute``     the minute of ``ts_first`` (generated): windows of different minutes never
+               overlap in time, so reading by ``(tag_id, minute)`` and sorting each
+               minute's samples gives time order without sorting the whole range
 =============  =========================================================================
+
+Primary key ``(tag_id, minute, ts_first)`` (``minute`` is a function of ``ts_first``: the
+same uniqueness as ``(tag_id, ts_first)``, in an order queries can stream).
 
 Partitioned by range of ``ts_first`` into daily partitions ``sample_windows_pYYYYMMDD``
 (or a TimescaleDB hypertable when the ``samples`` table is one).  Arrays above
@@ -51,7 +57,9 @@ CREATE TABLE sample_windows (
     ts bigint[] NOT NULL,
     value double precision[] NOT NULL,
     quality integer[] NOT NULL,
-    PRIMARY KEY (tag_id, ts_first)
+    minute bigint NOT NULL GENERATED ALWAYS AS
+        (ts_first - (((ts_first % 60000000000) + 60000000000) % 60000000000)) STORED,
+    PRIMARY KEY (tag_id, minute, ts_first)
 )
 """
 
@@ -110,7 +118,9 @@ FROM (
     UNION ALL
     SELECT u.ts, u.value, w.tag_id, u.quality
     FROM sample_windows AS w, unnest(w.ts, w.value, w.quality) AS u(ts, value, quality)
-    WHERE w.ts_first >= from_ns - (((from_ns % 60000000000) + 60000000000) % 60000000000)
+    WHERE w.minute >= from_ns - (((from_ns % 60000000000) + 60000000000) % 60000000000)
+      AND w.minute < to_ns
+      AND w.ts_first >= from_ns - (((from_ns % 60000000000) + 60000000000) % 60000000000)
       AND w.ts_first < to_ns AND w.ts_last >= from_ns
       AND u.ts >= from_ns AND u.ts < to_ns
 ) AS s

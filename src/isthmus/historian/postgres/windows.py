@@ -232,34 +232,58 @@ _STORED = """
 SELECT w.tag_id, u.ts
 FROM unnest(%s::integer[], %s::bigint[], %s::bigint[], %s::bigint[]) AS r(tag, lo, lo_minute, hi)
 JOIN sample_windows AS w
-  ON w.tag_id = r.tag AND w.ts_first >= r.lo_minute AND w.ts_first <= r.hi
- AND w.ts_last >= r.lo
+  ON w.tag_id = r.tag AND w.minute >= r.lo_minute AND w.minute <= r.hi
+ AND w.ts_first >= r.lo_minute AND w.ts_first <= r.hi AND w.ts_last >= r.lo
 CROSS JOIN LATERAL unnest(w.ts) AS u(ts)
 WHERE u.ts >= r.lo AND u.ts <= r.hi
+"""
+
+_IN_RANGE = """
+    w.tag_id = {tag} AND w.minute >= {lo} AND w.minute < {end}
+    AND w.ts_first >= {lo} AND w.ts_first < {end} AND w.ts_last >= {start}
+"""
+
+# With a limit, only the minutes that can hold the first ``limit`` samples are read.
+# Samples before ``start`` can only be in the range's first minute, so the first ``limit``
+# samples of the range lie at or before the minute where the running count of samples
+# (in index order, window headers only) reaches ``limit`` plus that first minute's count.
+# Without this bound the planner sorts the whole range (it cannot tell how many samples
+# an array holds).
+_RAW_LAST_MINUTE = """
+SELECT minute FROM (
+    SELECT w.minute, sum(w.n) OVER (ORDER BY w.minute, w.ts_first ROWS UNBOUNDED PRECEDING)
+           AS running
+    FROM sample_windows AS w
+    WHERE {in_range}
+    ORDER BY w.minute, w.ts_first
+) AS c
+WHERE running >= {limit} + (
+    SELECT coalesce(sum(w.n), 0) FROM sample_windows AS w WHERE {in_range} AND w.minute = {lo})
+LIMIT 1
 """
 
 _RAW = """
 COPY (
     SELECT u.ts, u.value, w.tag_id, u.quality
     FROM sample_windows AS w, unnest(w.ts, w.value, w.quality) AS u(ts, value, quality)
-    WHERE w.tag_id = {tag} AND w.ts_first >= {lo} AND w.ts_first < {end}
-      AND w.ts_last >= {start} AND u.ts >= {start} AND u.ts < {end}
-    ORDER BY u.ts LIMIT {limit}
+    WHERE {in_range} AND w.minute <= {last_minute} AND u.ts >= {start} AND u.ts < {end}
+    ORDER BY w.minute, u.ts LIMIT {limit}
 ) TO STDOUT (FORMAT BINARY)
 """
 
-# The newest sample before ``end`` lies in the minute of the newest window starting
-# before it (a window's first sample is before ``end``; windows of one minute may overlap
-# when late data arrived, windows of different minutes never do).
+# The newest sample before ``end`` lies in the newest minute that has a window starting
+# before it (that window's first sample is before ``end``; windows of one minute may
+# overlap when late data arrived, windows of different minutes never do).
 _BEFORE = """
 COPY (
     SELECT u.ts, u.value, w.tag_id, u.quality
     FROM sample_windows AS w, unnest(w.ts, w.value, w.quality) AS u(ts, value, quality)
     WHERE w.tag_id = {tag} AND w.ts_first < {end} AND w.ts_last >= {start}
-      AND w.ts_first >= (
-          SELECT ts_first - (((ts_first % {w}) + {w}) % {w}) FROM sample_windows
-          WHERE tag_id = {tag} AND ts_first < {end} AND ts_first >= {lo}
-          ORDER BY ts_first DESC LIMIT 1)
+      AND w.minute = (
+          SELECT minute FROM sample_windows
+          WHERE tag_id = {tag} AND minute >= {lo} AND minute < {end}
+            AND ts_first >= {lo} AND ts_first < {end}
+          ORDER BY minute DESC, ts_first DESC LIMIT 1)
       AND u.ts >= {start} AND u.ts < {end}
     ORDER BY u.ts DESC LIMIT 1
 ) TO STDOUT (FORMAT BINARY)
@@ -275,13 +299,13 @@ COPY (
     FROM (
         SELECT {floor_first} AS bucket, n_ok AS c, v_sum AS s, v_min AS mn, v_max AS mx
         FROM sample_windows
-        WHERE {whole} AND tag_id = {tag} AND ts_first >= {start} AND ts_last < {end}
-          AND n_ok > 0
+        WHERE {whole} AND tag_id = {tag} AND minute >= {lo} AND minute < {end}
+          AND ts_first >= {start} AND ts_last < {end} AND n_ok > 0
         UNION ALL
         SELECT {floor_u} AS bucket, 1, u.value, u.value, u.value
         FROM sample_windows AS w, unnest(w.ts, w.value, w.quality) AS u(ts, value, quality)
-        WHERE w.tag_id = {tag} AND w.ts_first >= {lo} AND w.ts_first < {end}
-          AND w.ts_last >= {start}
+        WHERE w.tag_id = {tag} AND w.minute >= {lo} AND w.minute < {end}
+          AND w.ts_first >= {lo} AND w.ts_first < {end} AND w.ts_last >= {start}
           AND NOT ({whole} AND w.ts_first >= {start} AND w.ts_last < {end})
           AND u.ts >= {start} AND u.ts < {end} AND u.quality >= 0
     ) AS parts
@@ -445,12 +469,20 @@ class PostgresWindowStore(PostgresStore):
             if not self._open:
                 raise RuntimeError("store is not open")
             return Batch.empty()
+        params = {
+            "tag": sql.Literal(int(tag_id)),
+            "lo": sql.Literal(_minute_floor(int(start_ns))),
+            "start": sql.Literal(int(start_ns)),
+            "end": sql.Literal(int(end_ns)),
+            "limit": sql.Literal(int(limit)),
+        }
+        in_range = sql.SQL(_IN_RANGE).format(**params)
+        bound = sql.SQL(_RAW_LAST_MINUTE).format(in_range=in_range, **params)
+        last_minute = self._read(lambda con: con.execute(bound).fetchone())
         query = sql.SQL(_RAW).format(
-            tag=sql.Literal(int(tag_id)),
-            lo=sql.Literal(_minute_floor(int(start_ns))),
-            start=sql.Literal(int(start_ns)),
-            end=sql.Literal(int(end_ns)),
-            limit=sql.Literal(int(limit)),
+            in_range=in_range,
+            last_minute=sql.Literal(int(last_minute[0]) if last_minute else int(end_ns)),
+            **params,
         )
         numeric = rows_to_batch(self._copy_out(query, _SAMPLE_ROW))
         strings = self._read(lambda con: text_store.raw(con, tag_id, start_ns, end_ns, limit))
@@ -463,7 +495,6 @@ class PostgresWindowStore(PostgresStore):
             start=sql.Literal(start),
             lo=sql.Literal(_minute_floor(start)),
             end=sql.Literal(int(ts_ns)),
-            w=sql.Literal(WINDOW_NS),
         )
         numeric = rows_to_batch(self._copy_out(query, _SAMPLE_ROW))
         return newest(
