@@ -127,6 +127,7 @@ def test_empty_and_non_mapping_files() -> None:
         ("endpoint: opc.tcp://127.0.0.1:4840", "endpoint: http://x", "sources.1.endpoint"),
         ("node: ns=2;s=Filler.Temp", "node: Filler.Temp", "sources.1.tags.0.node"),
         ("enterprise: acme", "enterprise: 'a b'", "enterprise"),
+        ("site: lyon", "site: lyon\nstorage: {type: postgres, layout: column}", "storage.layout"),
     ],
 )
 def test_field_rules(old: str, new: str, field: str) -> None:
