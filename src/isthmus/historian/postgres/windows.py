@@ -329,10 +329,11 @@ FROM (
            min(u.value) FILTER (WHERE u.quality >= 0) AS v_min,
            max(u.value) FILTER (WHERE u.quality >= 0) AS v_max
     FROM sample_windows AS w2, unnest(w2.ts, w2.value, w2.quality) AS u(ts, value, quality)
-    WHERE w2.ts_first < %(cut)s AND w2.ts_last >= %(cut)s AND u.ts >= %(cut)s {tags}
+    WHERE w2.minute = %(cut_minute)s AND w2.ts_first >= %(cut_minute)s
+      AND w2.ts_first < %(cut)s AND w2.ts_last >= %(cut)s AND u.ts >= %(cut)s {tags}
     GROUP BY w2.tag_id, w2.ts_first
 ) AS k
-WHERE w.tag_id = k.tag_id AND w.ts_first = k.old_first
+WHERE w.tag_id = k.tag_id AND w.minute = %(cut_minute)s AND w.ts_first = k.old_first
 """
 
 
@@ -441,17 +442,20 @@ class PostgresWindowStore(PostgresStore):
         before it deleted, windows straddling it trimmed; returns the samples removed."""
         only = "" if tags is None else " AND tag_id = ANY(%(tags)s)"
         only_w2 = "" if tags is None else " AND w2.tag_id = ANY(%(tags)s)"
-        params: dict[str, Any] = {"cut": cut, "tags": tags}
+        # Only windows of the cut-off's minute can straddle it (windows never cross a
+        # minute): the bounds keep retention runs to the index and that minute.
+        params: dict[str, Any] = {"cut": cut, "tags": tags, "cut_minute": _minute_floor(cut)}
         straddling = self._scalar(
             cur,
-            "SELECT coalesce(sum(n), 0) FROM sample_windows"
-            " WHERE ts_first < %(cut)s AND ts_last >= %(cut)s" + only,
+            "SELECT coalesce(sum(n), 0) FROM sample_windows WHERE minute = %(cut_minute)s"
+            " AND ts_first >= %(cut_minute)s AND ts_first < %(cut)s AND ts_last >= %(cut)s" + only,
             params,
         )
         whole = self._scalar(
             cur,
-            "WITH d AS (DELETE FROM sample_windows WHERE ts_first < %(cut)s"
-            " AND ts_last < %(cut)s" + only + " RETURNING n) SELECT coalesce(sum(n), 0) FROM d",
+            "WITH d AS (DELETE FROM sample_windows WHERE minute <= %(cut_minute)s"
+            " AND ts_first < %(cut)s AND ts_last < %(cut)s" + only + " RETURNING n)"
+            " SELECT coalesce(sum(n), 0) FROM d",
             params,
         )
         kept = self._scalar(
