@@ -194,6 +194,34 @@ def watched(
     return SourceContext(emit=emit, log=log, metrics=metrics), health
 
 
+async def measure_ours(
+    name: str,
+    label: str,
+    make_source: Callable[[SourceContext], Any],
+    tags: list[tuple[int, str, Any]],
+    pipeline: bool,
+    args: argparse.Namespace,
+    server: Proc,
+    warmup: float,
+    count_fast_decoded: bool = False,
+) -> dict[str, Any]:
+    """Our source alone (values counted as emitted) or, with ``pipeline``, feeding the
+    whole chain into the historian; ``make_source(ctx)`` builds the source to run."""
+    sink: Counter | HistorianChain = HistorianChain(tags) if pipeline else Counter()
+    if isinstance(sink, HistorianChain):
+        sink.start()
+    ctx, health = watched(sink.emit, f"{label}.{name}")
+    source = make_source(ctx)
+    row = await measured(name, args.seconds, source.run, lambda: (sink.values,) * 2, server, warmup)
+    if count_fast_decoded:
+        snapshot = ctx.metrics.snapshot()
+        row["fast_decoded_responses"] = int(snapshot.get("source.bench.fast_decoded", 0))
+    row |= health()
+    if isinstance(sink, HistorianChain):
+        row["rows_in_historian"] = await sink.stop()
+    return row
+
+
 # -- Node-RED ----------------------------------------------------------------------------
 
 NODE_RED_SETTINGS = """module.exports = {
@@ -439,23 +467,19 @@ async def bench_modbus(args: argparse.Namespace) -> dict[str, Any]:
             BoundTag(i, t.path, t) for i, t in enumerate(config.tags)
         ]
 
-        async def ours(name: str, emit: Callable[[Batch], Awaitable[None]],
-                       counter: Callable[[], int]) -> dict[str, Any]:  # fmt: skip
-            ctx, health = watched(emit, f"modbus.{name}")
-            source = ModbusSource(config, bound, ctx)
-            row = await measured(
-                name, args.seconds, source.run, lambda: (counter(),) * 2, server, warmup
-            )
-            return row | health()
-
-        counter = Counter()
-        if "connector" in args.modes:
-            results["connector"] = await ours("connector", counter.emit, lambda: counter.values)
-        if "pipeline" in args.modes:
-            chain = HistorianChain([(b.tag_id, b.uns_path, b.config) for b in bound])
-            chain.start()
-            results["pipeline"] = await ours("pipeline", chain.emit, lambda: chain.values)
-            results["pipeline"]["rows_in_historian"] = await chain.stop()
+        tags = [(b.tag_id, b.uns_path, b.config) for b in bound]
+        for mode in ("connector", "pipeline"):
+            if mode in args.modes:
+                results[mode] = await measure_ours(
+                    mode,
+                    "modbus",
+                    lambda ctx: ModbusSource(config, bound, ctx),
+                    tags,
+                    mode == "pipeline",
+                    args,
+                    server,
+                    warmup,
+                )
 
         loop = asyncio.get_running_loop()
         wire: dict[str, WireClient] = {}
@@ -561,23 +585,19 @@ async def bench_opcua(args: argparse.Namespace, n_items: int) -> dict[str, Any]:
             BoundTag(i, t.path, t) for i, t in enumerate(config.tags)
         ]
 
-        async def ours(name: str, emit: Callable[[Batch], Awaitable[None]],
-                       counter: Callable[[], int]) -> dict[str, Any]:  # fmt: skip
-            ctx, health = watched(emit, f"opcua.{name}")
-            source = OpcUaSource(config, bound, ctx)
-            row = await measured(
-                name, args.seconds, source.run, lambda: (counter(),) * 2, server, warmup
-            )
-            return row | health()
-
-        counter = Counter()
-        if "connector" in args.modes:
-            results["connector"] = await ours("connector", counter.emit, lambda: counter.values)
-        if "pipeline" in args.modes:
-            chain = HistorianChain([(b.tag_id, b.uns_path, b.config) for b in bound])
-            chain.start()
-            results["pipeline"] = await ours("pipeline", chain.emit, lambda: chain.values)
-            results["pipeline"]["rows_in_historian"] = await chain.stop()
+        tags = [(b.tag_id, b.uns_path, b.config) for b in bound]
+        for mode in ("connector", "pipeline"):
+            if mode in args.modes:
+                results[mode] = await measure_ours(
+                    mode,
+                    "opcua",
+                    lambda ctx: OpcUaSource(config, bound, ctx),
+                    tags,
+                    mode == "pipeline",
+                    args,
+                    server,
+                    warmup,
+                )
         if args.node_red and "node_red" in args.modes:
             results["node_red"] = await bench_node_red(
                 opcua_flows(endpoint, node_ids),

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import write_result
 from bench.connectors import (
     fixture,
+    measure_ours,
     measure_raw_asyncua,
-    measured,
     opcua_source_config,
     started,
-    watched,
 )
-from bench.ingest import Counter, HistorianChain
 from isthmus.connectors.base import BoundTag
-from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
+from isthmus.connectors.opcua.config import OpcUaTagConfig
 from isthmus.connectors.opcua.source import OpcUaSource
-from isthmus.model.batch import Batch
 
 MODES = ("raw", "connector_slow", "connector_fast", "pipeline_slow", "pipeline_fast")
 
@@ -62,41 +60,26 @@ async def bench_load(args: argparse.Namespace, n_items: int) -> dict[str, Any]:
                 endpoint, node_ids, args.seconds, server, warmup
             )
 
-        def config(fast: bool) -> OpcUaSourceConfig:
-            return opcua_source_config(endpoint, node_ids, fast_decode=fast)
-
-        async def ours(name: str, fast: bool, emit: Callable[[Batch], Awaitable[None]],
-                       counter: Callable[[], int]) -> dict[str, Any]:  # fmt: skip
-            cfg = config(fast)
-            bound: list[BoundTag[OpcUaTagConfig]] = [
-                BoundTag(i, t.path, t) for i, t in enumerate(cfg.tags)
-            ]
-            ctx, health = watched(emit, f"opcua.fast.{name}")
-            source = OpcUaSource(cfg, bound, ctx)
-            row = await measured(
-                name, args.seconds, source.run, lambda: (counter(),) * 2, server, warmup
-            )
-            row["fast_decoded_responses"] = int(
-                ctx.metrics.snapshot().get("source.bench.fast_decoded", 0)
-            )
-            return row | health()
-
-        for fast in (False, True):
-            suffix = "fast" if fast else "slow"
-            if f"connector_{suffix}" in args.modes:
-                counter = Counter()
-                rows[f"connector_{suffix}"] = await ours(
-                    f"connector_{suffix}", fast, counter.emit, lambda c=counter: c.values
+        for kind in ("connector", "pipeline"):
+            for fast in (False, True):
+                mode = f"{kind}_{'fast' if fast else 'slow'}"
+                if mode not in args.modes:
+                    continue
+                cfg = opcua_source_config(endpoint, node_ids, fast_decode=fast)
+                bound: list[BoundTag[OpcUaTagConfig]] = [
+                    BoundTag(i, t.path, t) for i, t in enumerate(cfg.tags)
+                ]
+                rows[mode] = await measure_ours(
+                    mode,
+                    "opcua.fast",
+                    functools.partial(OpcUaSource, cfg, bound),
+                    [(b.tag_id, b.uns_path, b.config) for b in bound],
+                    kind == "pipeline",
+                    args,
+                    server,
+                    warmup,
+                    count_fast_decoded=True,
                 )
-        for fast in (False, True):
-            suffix = "fast" if fast else "slow"
-            if f"pipeline_{suffix}" in args.modes:
-                cfg = config(fast)
-                chain = HistorianChain([(i, t.path, t) for i, t in enumerate(cfg.tags)])
-                chain.start()
-                row = await ours(f"pipeline_{suffix}", fast, chain.emit, lambda c=chain: c.values)
-                row["rows_in_historian"] = await chain.stop()
-                rows[f"pipeline_{suffix}"] = row
     rows["setup"] = {"items": n_items, "offered_changes_per_s": n_items * 10}
     return rows
 
@@ -127,10 +110,10 @@ def decode_costs(n_items: int) -> dict[str, Any]:
     mixed[length_at : length_at + 4] = body_len.to_bytes(4, "little")
     mixed_bytes = bytes(mixed)
     slow = struct_from_binary(ua.PublishResponse, Buffer(mixed_bytes))
-    fast_mixed = fastpublish.decode(mixed_bytes)
-    assert fast_mixed is not None and len(fast_mixed.changes) == n_items
+    decoded = fastpublish.decode(mixed_bytes)
+    assert decoded is not None and len(decoded.changes) == n_items
     item = slow.Parameters.NotificationMessage.NotificationData[0].MonitoredItems[n_items // 2]
-    assert fast_mixed.changes.status[n_items // 2] == item.Value.StatusCode.value == 0x40000000
+    assert decoded.changes.status[n_items // 2] == item.Value.StatusCode.value == 0x40000000
 
     def best(fn: Callable[[], Any], repeat: int) -> float:
         times = []
