@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from argon2 import PasswordHasher
+from fastapi import FastAPI
 
 from isthmus.api import ApiContext
 from isthmus.historian.base import TagMeta
@@ -82,3 +86,18 @@ def build_plant(
         source_status=lambda: {"plc1": True, "meter": False},
     )
     return Plant(ctx, store, ids)
+
+
+@contextlib.asynccontextmanager
+async def api_client(app: FastAPI, *, logged_in: bool = False) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app in process; ``logged_in``: with the test user's token."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        if logged_in:
+            r = await client.post(
+                "/api/auth/login", json={"username": USERNAME, "password": PASSWORD}
+            )
+            assert r.status_code == 200, r.text
+            client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        yield client

@@ -33,6 +33,7 @@ from .plant import (
     TEMPERATURE,
     USERNAME,
     Plant,
+    api_client,
     build_plant,
 )
 
@@ -73,8 +74,7 @@ def app(plant: Plant) -> FastAPI:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with api_client(app) as c:
         yield c
 
 

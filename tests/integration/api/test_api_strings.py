@@ -19,7 +19,7 @@ from isthmus.model.config import DataType, TagConfig
 from isthmus.model.durations import format_ns
 from isthmus.model.quality import Quality
 
-from .plant import PASSWORD, PREFIX, TAGS, TEMPERATURE, USERNAME, Plant, build_plant
+from .plant import PREFIX, TAGS, TEMPERATURE, Plant, api_client, build_plant
 from .test_api import assert_problem, serve, stream_token, wait_for_subscribers
 
 pytestmark = pytest.mark.integration
@@ -57,11 +57,7 @@ def app(plant: Plant) -> FastAPI:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
-    ) as c:
-        r = await c.post("/api/auth/login", json={"username": USERNAME, "password": PASSWORD})
-        c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+    async with api_client(app, logged_in=True) as c:
         yield c
 
 

@@ -11,7 +11,7 @@ import pytest
 from isthmus.api import create_app
 from isthmus.model.clock import ManualClock
 
-from .plant import PASSWORD, PREFIX, RUNNING, USERNAME, Plant, build_plant
+from .plant import PREFIX, RUNNING, Plant, api_client, build_plant
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +25,7 @@ def plant(tmp_path: Path) -> Iterator[Plant]:
 
 @pytest.fixture
 async def client(plant: Plant) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(plant.ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        r = await c.post("/api/auth/login", json={"username": USERNAME, "password": PASSWORD})
-        c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+    async with api_client(create_app(plant.ctx), logged_in=True) as c:
         yield c
 
 

@@ -11,7 +11,7 @@ import pytest
 from isthmus.api import create_app
 from isthmus.model.clock import ManualClock
 
-from .plant import PASSWORD, USERNAME, Plant, build_plant
+from .plant import PASSWORD, USERNAME, Plant, api_client, build_plant
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +25,7 @@ def plant(tmp_path: Path) -> Iterator[Plant]:
 
 @pytest.fixture
 async def client(plant: Plant) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(plant.ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with api_client(create_app(plant.ctx)) as c:
         yield c
 
 
