@@ -11,9 +11,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -158,20 +159,25 @@ class Collector:
 
 
 @contextlib.asynccontextmanager
-async def running_source(
-    source: Source, *, connected_within: float | None = None
-) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``source`` as a task (optionally until it reports itself connected, failing
-    otherwise); on exit cancel it — again each second if a cancellation was swallowed
-    (asyncua on Python 3.11 can lose one racing with a reply) — for at most 10 s."""
-    task = asyncio.create_task(source.run())
+async def running_task(
+    run: Callable[[], Coroutine[Any, Any, Any]],
+    ready: Callable[[], bool] | None = None,
+    within: float = 5.0,
+    what: str = "task",
+    reraise: bool = True,
+) -> AsyncIterator[asyncio.Task[Any]]:
+    """Run ``run()`` as a task (optionally until ``ready()``, failing after ``within``
+    seconds); on exit cancel it — again each second if a cancellation was swallowed
+    (asyncua on Python 3.11 can lose one racing with a reply) — for at most 10 s; with
+    ``reraise``, an exception the task ended with is raised."""
+    task = asyncio.create_task(run())
     try:
-        if connected_within is not None:
-            for _ in range(max(1, int(connected_within / 0.05))):
-                if source.connected:
+        if ready is not None:
+            for _ in range(max(1, int(within / 0.05))):
+                if ready():
                     break
                 await asyncio.sleep(0.05)
-            assert source.connected, f"source {source.name} not connected"
+            assert ready(), f"{what} not ready within {within} s"
         yield task
     finally:
         for _ in range(10):
@@ -179,4 +185,18 @@ async def running_source(
             done, _pending = await asyncio.wait({task}, timeout=1.0)
             if done:
                 break
-        assert task.done(), "the source did not stop within 10 s of being cancelled"
+        assert task.done(), f"{what} did not stop within 10 s of being cancelled"
+        if reraise and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+@contextlib.asynccontextmanager
+async def running_source(
+    source: Source, *, connected_within: float | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``source`` (see :func:`running_task`), optionally until it is connected."""
+    ready = None if connected_within is None else (lambda: source.connected)
+    async with running_task(
+        source.run, ready, connected_within or 0.0, f"source {source.name}", reraise=False
+    ) as task:
+        yield task

@@ -5,13 +5,12 @@ the primary host STATE message with its will."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.transport.local import LocalTransport
 from tests.integration.mqtt.conftest import Broker
 from tests.integration.mqtt.helpers import wait_for
-from tests.support import Collector
+from tests.support import Collector, running_task
 
 Payload: Any = getattr(sparkplug_b_pb2, "Payload")  # noqa: B009 - generated, untyped
 
@@ -62,18 +61,6 @@ def host_for(
     return SparkplugHost(cfg, bound, ctx), {t.config.path: t.tag_id for t in tags}
 
 
-@contextlib.asynccontextmanager
-async def task_of(run: Callable[[], Any], ready: Callable[[], bool]) -> AsyncIterator[None]:
-    task = asyncio.create_task(run())
-    try:
-        await wait_for(ready, 5.0)
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def rows(collector: Collector, tag_id: int) -> list[tuple[float, int]]:
     out = []
     for b in collector.batches:
@@ -96,7 +83,7 @@ async def test_edge_to_host_round_trip(broker: Broker) -> None:
     edge = SparkplugEdge(edge_cfg, catalog, transport)
     collector = Collector()
     host, ids = host_for(broker, paths, collector, tag_template="{device_path}/{metric}")
-    async with task_of(host.run, lambda: host.connected):
+    async with running_task(host.run, lambda: host.connected):
         await edge.start()
         await wait_for(lambda: edge.connected, 5.0)
         temp, run, n = (ids[p] for p in paths)
@@ -173,7 +160,7 @@ async def test_independent_edge_gaps_rebirth_and_bdseq(broker: Broker) -> None:
     )
     flow = ids["sparkplug/plant/raw/node/flow"]
     async with (
-        task_of(host.run, lambda: host.connected),
+        running_task(host.run, lambda: host.connected),
         aiomqtt.Client(broker.host, broker.port) as edge,
     ):
         await edge.subscribe("spBv1.0/plant/NCMD/raw")

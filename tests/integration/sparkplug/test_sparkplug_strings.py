@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiomqtt
@@ -30,7 +29,7 @@ from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.transport.local import LocalTransport
 from tests.integration.mqtt.conftest import Broker
 from tests.integration.mqtt.helpers import wait_for
-from tests.support import Collector
+from tests.support import Collector, running_task
 
 Payload: Any = getattr(sparkplug_b_pb2, "Payload")  # noqa: B009 - generated, untyped
 
@@ -41,18 +40,6 @@ SPEED = "area/line1/cell/mixer/speed"
 COUNT = "area/line1/cell/mixer/count"  # int32 at the edge, declared string at the host
 EDGE = {RECIPE: DataType.STRING, SPEED: DataType.FLOAT64, COUNT: DataType.INT32}
 HOST = {RECIPE: "string", SPEED: "float64", COUNT: "string"}
-
-
-@contextlib.asynccontextmanager
-async def task_of(run: Callable[[], Any], ready: Callable[[], bool]) -> AsyncIterator[None]:
-    task = asyncio.create_task(run())
-    try:
-        await wait_for(ready, 5.0)
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def samples(collector: Collector, tag_id: int) -> list[tuple[float, int, str | None]]:
@@ -94,7 +81,7 @@ async def test_string_tags_round_trip(broker: Broker) -> None:
     births: list[Any] = []
     async with (
         aiomqtt.Client(broker.host, broker.port) as spy,
-        task_of(host.run, lambda: host.connected),
+        running_task(host.run, lambda: host.connected),
     ):
         await spy.subscribe("spBv1.0/plant/DBIRTH/#")
 

@@ -36,7 +36,7 @@ from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.transport.local import LocalTransport
 from tests.integration.mqtt.conftest import Broker, broker
 from tests.integration.mqtt.helpers import wait_for
-from tests.support import Collector, require_binary
+from tests.support import Collector, require_binary, running_task
 
 __all__ = ["broker"]
 
@@ -84,18 +84,6 @@ async def read_json_until(
                 return seen
 
 
-@contextlib.asynccontextmanager
-async def running(run: Any, ready: Any) -> AsyncIterator[None]:
-    task = asyncio.create_task(run())
-    try:
-        await wait_for(ready, 5.0)
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def last(collector: Collector, tag_id: int) -> tuple[float, int] | None:
     for b in reversed(collector.batches):
         hits = np.flatnonzero(b.tag_id == tag_id)
@@ -139,7 +127,7 @@ async def test_our_host_consumes_tahu_edge_node(broker: Broker) -> None:
         await asyncio.sleep(0.3)
         # we connect after its births: its data makes us ask for a rebirth (NCMD), which
         # the Tahu client answers with new births
-        async with running(host.run, lambda: host.connected):
+        async with running_task(host.run, lambda: host.connected):
             async with asyncio.timeout(8):
                 lines = []
                 while b"births" not in (line := await proc.stdout.readline()):
