@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.integration.historian.pg_cluster import PgCluster, find_bin_dir
+from tests.integration.historian.pg_cluster import PgCluster, throwaway_cluster
 from tests.integration.nats.nats_server import NATS_SERVER
 from tests.support import require_binary
 
@@ -23,18 +23,9 @@ down for ``make test``; set ISTHMUS_FAULT_OUTAGE_S=300 for the full figure)."""
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgCluster]:
-    bin_dir = find_bin_dir()
-    require_binary(
-        str(bin_dir / "initdb") if bin_dir else "initdb",
-        "the fault tests run a throw-away PostgreSQL cluster",
-    )
     require_binary(NATS_SERVER, "the fault tests run real nats-server processes")
-    assert bin_dir is not None
-    cluster = PgCluster(bin_dir).start()
-    try:
+    with throwaway_cluster("the fault tests run a throw-away PostgreSQL cluster") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.historian.pg_cluster import PgCluster, find_bin_dir
-from tests.support import require_binary
+from tests.integration.historian.pg_cluster import PgCluster, throwaway_cluster
 
 _db_names = itertools.count()
 
@@ -19,17 +18,10 @@ def pg_cluster() -> Iterator[PgCluster]:
 
     Skipped when the server binaries are missing (a failure when ``CI=true``).
     """
-    bin_dir = find_bin_dir()
-    require_binary(
-        str(bin_dir / "initdb") if bin_dir else "initdb",
-        "the postgres historian tests start a throw-away cluster (apt install postgresql)",
-    )
-    assert bin_dir is not None
-    cluster = PgCluster(bin_dir).start()
-    try:
+    with throwaway_cluster(
+        "the postgres historian tests start a throw-away cluster (apt install postgresql)"
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

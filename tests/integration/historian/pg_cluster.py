@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -155,3 +156,16 @@ def query(dsn: str, statement: str, *params: object) -> list[tuple[object, ...]]
     """Rows of one statement on a fresh connection (test assertions)."""
     with psycopg.connect(dsn) as con:
         return con.execute(statement, params).fetchall()
+
+
+@contextlib.contextmanager
+def throwaway_cluster(why: str) -> Iterator[PgCluster]:
+    """A started cluster from this machine's binaries, stopped on exit; skipped (a failure
+    when ``CI=true``) when the binaries are missing, with ``why`` as the reason."""
+    from tests.support import require_binary
+
+    bin_dir = find_bin_dir()
+    require_binary(str(bin_dir / "initdb") if bin_dir else "initdb", why)
+    assert bin_dir is not None
+    with PgCluster(bin_dir) as cluster:
+        yield cluster
