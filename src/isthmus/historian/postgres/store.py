@@ -33,10 +33,11 @@ Threads
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -350,6 +351,19 @@ def _rollback(con: Connection) -> None:
         con.rollback()
 
 
+@contextlib.contextmanager
+def committed(con: Connection) -> Iterator[Cursor]:
+    """A cursor whose work is committed when the block ends, rolled back (if the
+    connection still works) when it raises."""
+    try:
+        with con.cursor() as cur:
+            yield cur
+        con.commit()
+    except BaseException:
+        _rollback(con)
+        raise
+
+
 def last_per_tag(batch: Batch) -> Batch:
     """The newest row of each tag in a duplicate-free batch, ordered by tag."""
     order = np.lexsort((batch.ts, batch.tag_id))
@@ -572,41 +586,36 @@ class PostgresStore(PostgresRetentionMixin):
         with self._write_lock:
             con = self._write_con()
             ids: dict[str, int] = {}
-            try:
-                with con.cursor() as cur:
-                    # One registrar at a time across processes; readers are not blocked.
-                    cur.execute("LOCK TABLE tags IN EXCLUSIVE MODE")
-                    known = {
-                        str(path): (int(tag_id), str(data_type), str(unit))
-                        for tag_id, path, data_type, unit in cur.execute(
-                            "SELECT id, path, data_type, unit FROM tags"
-                        )
-                    }
-                    next_id = max((v[0] for v in known.values()), default=0) + 1
-                    new: list[tuple[int, str, str, str]] = []
-                    changed: list[tuple[str, str, int]] = []
-                    for tag in tags:
-                        if tag.path in ids:
-                            continue
-                        found = known.get(tag.path)
-                        if found is None:
-                            new.append((next_id, tag.path, tag.data_type, tag.unit))
-                            ids[tag.path] = next_id
-                            next_id += 1
-                        else:
-                            ids[tag.path] = found[0]
-                            if found[1:] != (tag.data_type, tag.unit):
-                                changed.append((tag.data_type, tag.unit, found[0]))
-                    if new:
-                        cur.executemany("INSERT INTO tags VALUES (%s, %s, %s, %s)", new)
-                    if changed:
-                        cur.executemany(
-                            "UPDATE tags SET data_type = %s, unit = %s WHERE id = %s", changed
-                        )
-                con.commit()
-            except BaseException:
-                _rollback(con)
-                raise
+            with committed(con) as cur:
+                # One registrar at a time across processes; readers are not blocked.
+                cur.execute("LOCK TABLE tags IN EXCLUSIVE MODE")
+                known = {
+                    str(path): (int(tag_id), str(data_type), str(unit))
+                    for tag_id, path, data_type, unit in cur.execute(
+                        "SELECT id, path, data_type, unit FROM tags"
+                    )
+                }
+                next_id = max((v[0] for v in known.values()), default=0) + 1
+                new: list[tuple[int, str, str, str]] = []
+                changed: list[tuple[str, str, int]] = []
+                for tag in tags:
+                    if tag.path in ids:
+                        continue
+                    found = known.get(tag.path)
+                    if found is None:
+                        new.append((next_id, tag.path, tag.data_type, tag.unit))
+                        ids[tag.path] = next_id
+                        next_id += 1
+                    else:
+                        ids[tag.path] = found[0]
+                        if found[1:] != (tag.data_type, tag.unit):
+                            changed.append((tag.data_type, tag.unit, found[0]))
+                if new:
+                    cur.executemany("INSERT INTO tags VALUES (%s, %s, %s, %s)", new)
+                if changed:
+                    cur.executemany(
+                        "UPDATE tags SET data_type = %s, unit = %s WHERE id = %s", changed
+                    )
             return ids
 
     def tags(self) -> dict[str, int]:
@@ -622,25 +631,19 @@ class PostgresStore(PostgresRetentionMixin):
         missing = sorted(days - self._partitions)
         if not missing:
             return
-        try:
-            with con.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_PARTITIONS])
-                for day in missing:
-                    cur.execute(
-                        sql.SQL(
-                            "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}"
-                            " FOR VALUES FROM ({}) TO ({})"
-                        ).format(
-                            sql.Identifier(self.partition_name(day)),
-                            sql.Identifier(self.TABLE),
-                            sql.Literal(day * DAY_NS),
-                            sql.Literal((day + 1) * DAY_NS),
-                        )
+        with committed(con) as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_PARTITIONS])
+            for day in missing:
+                cur.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+                    ).format(
+                        sql.Identifier(self.partition_name(day)),
+                        sql.Identifier(self.TABLE),
+                        sql.Literal(day * DAY_NS),
+                        sql.Literal((day + 1) * DAY_NS),
                     )
-            con.commit()
-        except BaseException:
-            _rollback(con)
-            raise
+                )
         self._partitions.update(missing)
 
     def write(self, batch: Batch, before_commit: BeforeCommit | None = None) -> int:
@@ -699,13 +702,8 @@ class PostgresStore(PostgresRetentionMixin):
     def _in_transaction(self, fn: BeforeCommit) -> None:
         with self._write_lock:
             con = self._write_con()
-            try:
-                with con.cursor() as cur:
-                    fn(cur)
-                con.commit()
-            except BaseException:
-                _rollback(con)
-                raise
+            with committed(con) as cur:
+                fn(cur)
 
     def _write_once(
         self,
@@ -716,24 +714,19 @@ class PostgresStore(PostgresRetentionMixin):
         newest: Batch,
         before_commit: BeforeCommit | None = None,
     ) -> int:
-        try:
-            with con.cursor() as cur:
-                inserted = -1
-                if self.direct_copy and (self._max_ts is None or ts_lo > self._max_ts):
-                    inserted = self._copy_direct(cur, data, rows)
-                if inserted < 0:
-                    with cur.copy("COPY _isthmus_stage FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.write(data)
-                    cur.execute(_MOVE)
-                    inserted = max(cur.rowcount, 0)
-                if inserted:
-                    upsert_last(cur, newest)
-                if before_commit is not None:
-                    before_commit(cur)
-            con.commit()
-        except BaseException:
-            _rollback(con)
-            raise
+        with committed(con) as cur:
+            inserted = -1
+            if self.direct_copy and (self._max_ts is None or ts_lo > self._max_ts):
+                inserted = self._copy_direct(cur, data, rows)
+            if inserted < 0:
+                with cur.copy("COPY _isthmus_stage FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(data)
+                cur.execute(_MOVE)
+                inserted = max(cur.rowcount, 0)
+            if inserted:
+                upsert_last(cur, newest)
+            if before_commit is not None:
+                before_commit(cur)
         return inserted
 
     @staticmethod
@@ -775,21 +768,16 @@ class PostgresStore(PostgresRetentionMixin):
         with self._write_lock:
             con = self._write_con()
             dropped: list[int] = []
-            try:
-                with con.cursor() as cur:
-                    self._lock_samples(cur)
-                    deleted = 0
-                    if self.partitioning == "native":
-                        dropped, deleted = self._drop_partitions_before(cur, ts_ns)
-                    deleted += self._delete_samples_before(cur, None, ts_ns)
-                    deleted += text_store.purge_before(cur, ts_ns)
-                    # A tag whose newest sample is older than the cut-off has no sample left.
-                    cur.execute("DELETE FROM last_value WHERE ts < %s", [ts_ns])
-                    max_ts = self._scalar(cur, "SELECT max(ts) FROM last_value")
-                con.commit()
-            except BaseException:
-                _rollback(con)
-                raise
+            with committed(con) as cur:
+                self._lock_samples(cur)
+                deleted = 0
+                if self.partitioning == "native":
+                    dropped, deleted = self._drop_partitions_before(cur, ts_ns)
+                deleted += self._delete_samples_before(cur, None, ts_ns)
+                deleted += text_store.purge_before(cur, ts_ns)
+                # A tag whose newest sample is older than the cut-off has no sample left.
+                cur.execute("DELETE FROM last_value WHERE ts < %s", [ts_ns])
+                max_ts = self._scalar(cur, "SELECT max(ts) FROM last_value")
             self._partitions.difference_update(dropped)
             self._max_ts = max_ts
             return deleted

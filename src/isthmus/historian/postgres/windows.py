@@ -40,7 +40,7 @@ from isthmus.historian.postgres.store import (
     Connection,
     Cursor,
     PostgresStore,
-    _rollback,
+    committed,
     last_per_tag,
     rows_to_batch,
     upsert_last,
@@ -384,29 +384,24 @@ class PostgresWindowStore(PostgresStore):
         before_commit: BeforeCommit | None,
     ) -> int:
         inserted = 0
-        try:
-            with con.cursor() as cur:
-                if len(numeric):
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_WINDOWS])
-                    fresh = self._new_samples(cur, numeric)
-                    if len(fresh):
-                        data, windows = encode_windows(fresh)
-                        with cur.copy(
-                            "COPY sample_windows (tag_id, ts_first, ts_last, n, n_ok, v_sum,"
-                            " v_min, v_max, ts, value, quality) FROM STDIN (FORMAT BINARY)"
-                        ) as copy:
-                            copy.write(data)
-                        upsert_last(cur, last_per_tag(fresh))
-                        inserted += len(fresh)
-                        self.windows_written += windows
-                if strings is not None and len(strings):
-                    inserted += text_store.insert(cur, strings)
-                if before_commit is not None:
-                    before_commit(cur)
-            con.commit()
-        except BaseException:
-            _rollback(con)
-            raise
+        with committed(con) as cur:
+            if len(numeric):
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_WINDOWS])
+                fresh = self._new_samples(cur, numeric)
+                if len(fresh):
+                    data, windows = encode_windows(fresh)
+                    with cur.copy(
+                        "COPY sample_windows (tag_id, ts_first, ts_last, n, n_ok, v_sum,"
+                        " v_min, v_max, ts, value, quality) FROM STDIN (FORMAT BINARY)"
+                    ) as copy:
+                        copy.write(data)
+                    upsert_last(cur, last_per_tag(fresh))
+                    inserted += len(fresh)
+                    self.windows_written += windows
+            if strings is not None and len(strings):
+                inserted += text_store.insert(cur, strings)
+            if before_commit is not None:
+                before_commit(cur)
         return inserted
 
     @staticmethod
