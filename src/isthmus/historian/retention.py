@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from isthmus.model.config import DEFAULT_RETENTION_CLASS, RetentionConfig
+from isthmus.model.config import DEFAULT_RETENTION_CLASS, RetentionConfig, StorageConfig
 
 S_NS = 1_000_000_000
 MINUTE_NS = 60 * S_NS
@@ -25,6 +25,18 @@ def check_classes(retention: RetentionConfig, classes: Mapping[int, str]) -> Non
             f"unknown retention class(es) {', '.join(unknown)}; "
             f"storage.retention defines: {', '.join(sorted(known))}"
         )
+
+
+class InMemoryClasses:
+    """The class map of a store without tiers: kept in memory, checked against
+    ``storage.retention`` (the maintenance task assigns it when the system starts)."""
+
+    config: StorageConfig
+    _retention_classes: dict[int, str] | None = None
+
+    def assign_retention_classes(self, classes: Mapping[int, str]) -> None:
+        check_classes(self.config.retention, classes)
+        self._retention_classes = {**(self._retention_classes or {}), **classes}
 
 
 def raw_cutoffs(

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from isthmus.historian.base import MaintenanceReport
-from isthmus.historian.retention import check_classes, raw_cutoffs
-from isthmus.model.config import StorageConfig
+from isthmus.historian.retention import InMemoryClasses, raw_cutoffs
 
 
-class PostgresRetentionMixin:
-    config: StorageConfig
+class PostgresRetentionMixin(InMemoryClasses):
     _write_lock: threading.Lock
-    _retention_classes: dict[int, str] | None = None
 
     def _write_con(self) -> Any:
         raise NotImplementedError
@@ -33,10 +29,6 @@ class PostgresRetentionMixin:
 
     def delete_tags_before(self, cur: Any, tags: list[int], cut: int) -> int:
         raise NotImplementedError
-
-    def assign_retention_classes(self, classes: Mapping[int, str]) -> None:
-        check_classes(self.config.retention, classes)
-        self._retention_classes = {**(self._retention_classes or {}), **classes}
 
     def maintain(self, now_ns: int) -> MaintenanceReport:
         started = time.perf_counter()

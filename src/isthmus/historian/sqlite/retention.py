@@ -6,24 +6,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
 
 from isthmus.historian.base import MaintenanceReport
-from isthmus.historian.retention import check_classes, raw_cutoffs
-from isthmus.model.config import StorageConfig
+from isthmus.historian.retention import InMemoryClasses, raw_cutoffs
 
 
-class SQLiteRetentionMixin:
-    config: StorageConfig
+class SQLiteRetentionMixin(InMemoryClasses):
     _lock: threading.Lock
-    _retention_classes: dict[int, str] | None = None
 
     def _write_con(self) -> sqlite3.Connection:
         raise NotImplementedError
-
-    def assign_retention_classes(self, classes: Mapping[int, str]) -> None:
-        check_classes(self.config.retention, classes)
-        self._retention_classes = {**(self._retention_classes or {}), **classes}
 
     def maintain(self, now_ns: int) -> MaintenanceReport:
         started = time.perf_counter()
