@@ -63,14 +63,7 @@ class HistorianWriter:
             self._sub.close()
 
     def _drain(self, batches: list[Batch]) -> Batch:
-        size = sum(len(b) for b in batches)
-        while size < MAX_MERGE:
-            nxt = self._sub.get_nowait()
-            if nxt is None:
-                break
-            batches.append(nxt)
-            size += len(nxt)
-        return Batch.concat(batches)
+        return self._sub.merged(batches, MAX_MERGE)
 
     async def _write(self, batch: Batch, attempts: int | None = None) -> None:
         backoff = Backoff(initial=0.2, cap=5.0)

@@ -48,6 +48,18 @@ class Subscription:
         except asyncio.QueueEmpty:
             return None
 
+    def merged(self, batches: list[Batch], max_samples: int) -> Batch:
+        """``batches`` plus what is queued now, as one batch of about ``max_samples`` at
+        most (a batch is never split): consumers write in as few operations as possible."""
+        size = sum(len(b) for b in batches)
+        while size < max_samples:
+            nxt = self.get_nowait()
+            if nxt is None:
+                break
+            batches.append(nxt)
+            size += len(nxt)
+        return Batch.concat(batches)
+
     def qsize(self) -> int:
         return self._queue.qsize()
 

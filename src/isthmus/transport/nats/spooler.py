@@ -66,14 +66,7 @@ class SpoolWriter:
             self._sub.close()
 
     def _drain(self, batches: list[Batch]) -> Batch:
-        size = sum(len(b) for b in batches)
-        while size < self.batch_samples * 8:
-            nxt = self._sub.get_nowait()
-            if nxt is None:
-                break
-            batches.append(nxt)
-            size += len(nxt)
-        return Batch.concat(batches)
+        return self._sub.merged(batches, self.batch_samples * 8)
 
     async def _append(self, batch: Batch) -> None:
         if not len(batch):
