@@ -27,9 +27,15 @@ from isthmus.model.quality import Quality
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def make_host(**extra: object) -> tuple[SparkplugHost, SourceContext]:
-    paths = ["sp/g1/n1/node/temp", "sp/g1/n1/d1/level", "sp/g1/n1/d1/run", "sp/g1/n1/d1/hist"]
-    tags = [BoundTag(100 + k, f"e/s/{p}", SparkplugTagConfig(path=p)) for k, p in enumerate(paths)]
+def make_host(
+    tags: list[BoundTag[SparkplugTagConfig]] | None = None, **extra: object
+) -> tuple[SparkplugHost, SourceContext]:
+    """A host with four numeric tags (or ``tags``) mapped by the usual template."""
+    if tags is None:
+        paths = ["sp/g1/n1/node/temp", "sp/g1/n1/d1/level", "sp/g1/n1/d1/run", "sp/g1/n1/d1/hist"]
+        tags = [
+            BoundTag(100 + k, f"e/s/{p}", SparkplugTagConfig(path=p)) for k, p in enumerate(paths)
+        ]
     cfg = SparkplugSourceConfig(
         name="sp",
         host="127.0.0.1",
@@ -244,18 +250,7 @@ def test_string_and_text_metrics_on_string_tags() -> None:
                  data_type="string")),  # type: ignore[arg-type]
         BoundTag(102, "e/s/sp/g1/n1/node/temp", SparkplugTagConfig(path="sp/g1/n1/node/temp")),
     ]  # fmt: skip
-    cfg = SparkplugSourceConfig(
-        name="sp",
-        host="127.0.0.1",
-        groups=["g1"],
-        tag_template="sp/{group}/{node}/{device}/{metric}",
-    )
-
-    async def emit(batch: Batch) -> None:
-        raise AssertionError("handle() does not emit")
-
-    ctx = SourceContext(emit=emit, clock=ManualClock(), log=logging.getLogger("t"))
-    host = SparkplugHost(cfg, tags, ctx)
+    host, _ = make_host(tags)
     birth = encode(
         [
             OutMetric("bdSeq", None, codec.INT64, 1),
