@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,9 @@ from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.config import DataType
 from isthmus.model.loader import load_plant_config
 from isthmus.model.quality import Quality
-from tests.support import Collector, free_port, running_source
+from tests.integration.connectors.ua_plant import UaPlant as Plant
+from tests.integration.connectors.ua_plant import ua_plant
+from tests.support import Collector, running_source
 
 pytestmark = [
     pytest.mark.integration,
@@ -30,27 +31,9 @@ pytestmark = [
 ]
 
 LOGGER = "isthmus.test.opcua.groups"
-HOST = "127.0.0.1"
 
 
-@dataclass
-class Plant:
-    server: Server
-    endpoint: str
-    ns: int
-    nodes: dict[str, Node]
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def plant() -> AsyncIterator[Plant]:
-    port = free_port()
-    server = Server()
-    await server.init()
-    endpoint = f"opc.tcp://{HOST}:{port}/"
-    server.set_endpoint(endpoint)
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    ns = await server.register_namespace("urn:isthmus:test:groups")
-    obj = await server.nodes.objects.add_object(ua.NodeId("Plant", ns), "Plant")
+async def _plant(server: Server, ns: int, obj: Node) -> dict[str, Node]:
     nodes = {
         "raw": await obj.add_variable(ua.NodeId("Raw", ns), "Raw", 10.0),
         "noisy": await obj.add_variable(ua.NodeId("Noisy", ns), "Noisy", 10.0),
@@ -79,9 +62,13 @@ async def plant() -> AsyncIterator[Plant]:
         ua.Variant(1, ua.VariantType.Int32),
         datatype=state_type.nodeid,
     )
-    await server.start()
-    yield Plant(server, endpoint, ns, nodes)
-    await server.stop()
+    return nodes
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def plant() -> AsyncIterator[Plant]:
+    async with ua_plant("urn:isthmus:test:groups", "Plant", _plant) as p:
+        yield p
 
 
 def make_source(

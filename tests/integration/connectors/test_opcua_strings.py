@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -21,7 +20,9 @@ from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.model.loader import load_plant_config
 from isthmus.model.quality import Quality
-from tests.support import Collector, free_port, running_source
+from tests.integration.connectors.ua_plant import UaPlant as Plant
+from tests.integration.connectors.ua_plant import ua_plant
+from tests.support import Collector, running_source
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,23 +35,7 @@ NS = "urn:isthmus:test:strings"
 SPEED, RECIPE, STEP, BLOB, WRONG = 300, 301, 302, 303, 304
 
 
-@dataclass
-class Plant:
-    server: Server
-    endpoint: str
-    ns: int
-    nodes: dict[str, Node]
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def plant() -> AsyncIterator[Plant]:
-    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/isthmus/"
-    server = Server()
-    await server.init()
-    server.set_endpoint(endpoint)
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    ns = await server.register_namespace(NS)
-    obj = await server.nodes.objects.add_object(ua.NodeId("Mixer", ns), "Mixer")
+async def _mixer(server: Server, ns: int, obj: Node) -> dict[str, Node]:
     nodes = {
         "speed": await obj.add_variable(ua.NodeId("Speed", ns), "Speed", 1.5),
         "recipe": await obj.add_variable(
@@ -69,9 +54,13 @@ async def plant() -> AsyncIterator[Plant]:
     await nodes["recipe"].set_writable()
     # a (misplaced) EURange on a String node: discover must not write a range for it
     await nodes["recipe"].add_property(ns, "EURange", ua.Range(0.0, 10.0))
-    await server.start()
-    yield Plant(server, endpoint, ns, nodes)
-    await server.stop()
+    return nodes
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def plant() -> AsyncIterator[Plant]:
+    async with ua_plant(NS, "Mixer", _mixer, "/isthmus/") as p:
+        yield p
 
 
 def make_source(plant: Plant, collector: Collector) -> OpcUaSource:
