@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from isthmus.api import create_app
 from isthmus.api.context import SAMPLES_WRITTEN_METRIC
 from isthmus.model.batch import Batch
 from isthmus.model.clock import ManualClock
@@ -65,11 +64,6 @@ def plant(tmp_path: Path, clock: ManualClock) -> Iterator[Plant]:
     plant.ctx.metrics.inc(SAMPLES_WRITTEN_METRIC, 62)
     yield plant
     plant.store.close()
-
-
-@pytest.fixture
-def app(plant: Plant) -> FastAPI:
-    return create_app(plant.ctx)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pytest
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
-from isthmus.api import create_app
 from isthmus.model.batch import Batch
 from isthmus.model.clock import ManualClock
 from isthmus.model.config import DataType, TagConfig
@@ -48,11 +47,6 @@ def plant(tmp_path: Path) -> Iterator[Plant]:
     )
     yield plant
     plant.store.close()
-
-
-@pytest.fixture
-def app(plant: Plant) -> FastAPI:
-    return create_app(plant.ctx)
 
 
 @pytest.fixture

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from isthmus.api import create_app
-from isthmus.model.clock import ManualClock
-
-from .plant import PASSWORD, USERNAME, Plant, api_client, build_plant
+from .plant import PASSWORD, USERNAME, Plant, api_client
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def plant(tmp_path: Path) -> Iterator[Plant]:
-    plant = build_plant(tmp_path, ManualClock(start_ns=1_700_000_000 * 10**9))
-    yield plant
-    plant.store.close()
-
-
-@pytest.fixture
-async def client(plant: Plant) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(create_app(plant.ctx)) as c:
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(app) as c:
         yield c
 
 
