@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from isthmus.model.clock import ManualClock
-from isthmus.observe.events import EventLog
 from isthmus.security.audit import (
     AUDIT_DIR,
     GENESIS,
@@ -246,7 +245,6 @@ def test_export_jsonl_and_csv(tmp_path: Path) -> None:
 _FULL_DISK_CHILD = """
 import json, resource, signal, sys
 from pathlib import Path
-from isthmus.observe.events import EventLog
 from isthmus.security.audit import AuditLog, AuditUnavailable, _segments
 data = Path(sys.argv[1])
 events = EventLog()
@@ -308,7 +306,7 @@ def test_opening_a_corrupt_log_names_file_and_line(tmp_path: Path) -> None:
 def test_a_missing_key_or_head_refuses_to_start(tmp_path: Path) -> None:
     _fill(tmp_path, 3)
     (tmp_path / AUDIT_DIR / HEAD_FILE).unlink()
-    with pytest.raises(AuditCorrupt, match="head.json"):
+    with pytest.raises(AuditCorrupt, match=r"head\.json"):
         _log(tmp_path)
     other = tmp_path / "other"
     _fill(other, 3)
@@ -490,7 +488,9 @@ def _mutations(draw: st.DrawFn) -> tuple[int, str, int, int]:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(_mutations())
-def test_any_single_mutation_is_detected(tmp_path: Path, mutation: tuple[int, str, int, int]) -> None:
+def test_any_single_mutation_is_detected(
+    tmp_path: Path, mutation: tuple[int, str, int, int]
+) -> None:
     n, kind, a, b = mutation
     d = tmp_path / f"p{os.urandom(4).hex()}"
     _fill(d, n, days=2)
@@ -508,8 +508,8 @@ def test_any_single_mutation_is_detected(tmp_path: Path, mutation: tuple[int, st
         f.write_bytes(bytes(data))
     elif kind == "truncate":
         f = files[-1]
-        data = f.read_bytes()
-        f.write_bytes(data[: b % len(data)])
+        whole = f.read_bytes()
+        f.write_bytes(whole[: b % len(whole)])
     else:
         f, i = all_lines[a % len(all_lines)]
         lines = _lines(f)
