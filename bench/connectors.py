@@ -66,9 +66,9 @@ from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig
 from isthmus.connectors.modbus.source import ModbusSource
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
-from isthmus.connectors.opcua.source import OpcUaSource
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.model.batch import Batch
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
@@ -591,7 +591,7 @@ async def bench_opcua(args: argparse.Namespace, n_items: int) -> dict[str, Any]:
                 results[mode] = await measure_ours(
                     mode,
                     "opcua",
-                    lambda ctx: OpcUaSource(config, bound, ctx),
+                    lambda ctx: opcua_source(config, bound, ctx),
                     tags,
                     mode == "pipeline",
                     args,

@@ -50,7 +50,7 @@ from bench.common import write_result
 from isthmus.model.batch import Batch
 from isthmus.model.clock import SystemClock
 from isthmus.model.config import TransportConfig
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 from isthmus.transport.local import LocalTransport
 from isthmus.transport.nats import wire
 from isthmus.transport.nats.connect import ensure_stream

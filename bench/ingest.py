@@ -48,11 +48,11 @@ from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig
 from isthmus.connectors.modbus.source import ModbusSource
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
-from isthmus.connectors.opcua.source import OpcUaSource
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.model.batch import Batch
 from isthmus.model.clock import SystemClock
 from isthmus.model.config import TagConfig
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 OPCUA_NS = "urn:isthmus:bench"
@@ -222,8 +222,8 @@ class HistorianChain:
 
     def __init__(self, tags: list[tuple[int, str, TagConfig]]) -> None:
         from isthmus.historian.duckdb.store import DuckDBStore
+        from isthmus.model.catalog import CatalogEntry
         from isthmus.model.config import StorageConfig
-        from isthmus.pipeline.catalog import CatalogEntry
         from isthmus.pipeline.ingest import Ingest
         from isthmus.pipeline.qualify import Qualifier
         from isthmus.pipeline.writer import HistorianWriter
@@ -453,7 +453,7 @@ async def bench_opcua(seconds: float, n_vars: int, with_pipeline: bool) -> dict[
         async def run_source(
             name: str, emit: Callable[[Batch], Awaitable[None]], counter: Callable[[], int]
         ) -> Measure:
-            source = OpcUaSource(config, bound, SourceContext(emit=emit, metrics=Metrics()))
+            source = opcua_source(config, bound, SourceContext(emit=emit, metrics=Metrics()))
             return await measure(
                 name, seconds, source.run, lambda: (counter(), counter()), warmup=3.0
             )

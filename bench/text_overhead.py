@@ -28,9 +28,9 @@ from bench.common import write_result
 from isthmus.connectors.modbus import decode as new_decode
 from isthmus.connectors.modbus.config import RegisterKind
 from isthmus.model import batch as new_batch
+from isthmus.model.catalog import CatalogEntry
 from isthmus.model.config import DataType, TagConfig
 from isthmus.pipeline import qualify as new_qualify
-from isthmus.pipeline.catalog import CatalogEntry
 
 REFERENCE = "18f4335"
 """The last commit before string samples."""

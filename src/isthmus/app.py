@@ -24,16 +24,17 @@ from isthmus.connectors.base import BoundTag, ConnectorSpec, DeclareTags, Source
 from isthmus.connectors.registry import default_connectors
 from isthmus.historian.base import Maintainable, Store, StoreFactory, TagMeta
 from isthmus.historian.maintenance import start_maintenance
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.clock import Clock, SystemClock
 from isthmus.model.config import PlantConfig, SourceConfig, TagConfig
 from isthmus.model.errors import IsthmusError
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
-from isthmus.pipeline.events import EventLog
+from isthmus.model.lifecycle import Part, PartGroup, TaskPart, start_parts, stop_parts
+from isthmus.model.registry import Registry
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import Metrics
 from isthmus.pipeline.ingest import Ingest
-from isthmus.pipeline.metrics import Metrics
 from isthmus.pipeline.qualify import Qualifier
 from isthmus.pipeline.writer import HistorianWriter
-from isthmus.registry import Registry
 from isthmus.transport.local import LocalTransport
 
 if TYPE_CHECKING:
@@ -41,12 +42,12 @@ if TYPE_CHECKING:
     from isthmus.connectors.sparkplug.edge import SparkplugEdge
     from isthmus.historian.maintenance import HistorianMaintenance
     from isthmus.historian.scheduled_export import ScheduledExport
-    from isthmus.roles import RoleParts
     from isthmus.transport.mqtt import UnsPublisher
 
 log = logging.getLogger("isthmus")
 
 SERVER_FILE = "server.json"
+CLI_TOKEN_FILE = "cli-token"
 EVENTS_FILE = "events.jsonl"
 EVENT_TICK_S = 5.0
 CLI_TOKEN_TTL_S = 365 * 86400.0
@@ -85,9 +86,13 @@ class Runtime:
     """Rollups into the downsampling tiers and retention per tag class."""
     events: EventLog = field(default_factory=EventLog)
     """Rejected frames, outages, overflows: once per burst, also in DATA_DIR/events.jsonl."""
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    role: RoleParts | None = None
+    role: Part | None = None
     """The edge or hub parts added by :func:`isthmus.roles.attach_role` (``--role``)."""
+    capabilities: list[Part] = field(default_factory=list)
+    """Long-running parts of capabilities (commands, alarms...), started after the
+    live-data consumers and before the sources."""
+    parts: list[Part] = field(default_factory=list)
+    """What :func:`start_pipeline` started, in start order."""
 
     def enum_labels(self) -> dict[int, Mapping[int, str]]:
         """Enumeration labels read from devices (OPC UA EnumStrings/EnumValues)."""
@@ -99,7 +104,7 @@ class Runtime:
     def source_status(self) -> dict[str, bool]:
         status = {s.name: s.connected for s in self.sources}
         if self.role is not None:
-            status.update(self.role.connected())
+            status.update(self.role.health())
         return status
 
 
@@ -251,57 +256,46 @@ def tag_declarer(
     return declare
 
 
-async def start_pipeline(rt: Runtime) -> None:
-    """Start the writer, the stale watch, the UNS publisher and every source as tasks."""
-    rt.tasks.append(asyncio.create_task(rt.writer.run(), name="historian-writer"))
-    rt.tasks.append(
-        asyncio.create_task(
-            rt.ingest.watch_stale(rt.plant.pipeline.stale_check_interval), name="stale-watch"
-        )
-    )
-    rt.tasks.append(asyncio.create_task(_event_tick(rt.events), name="event-tick"))
+def pipeline_parts(rt: Runtime) -> list[Part]:
+    """The running system as a list of parts in start order (stopped in reverse): the
+    role's parts (the edge's spool writer subscribes before any source emits, and stops
+    after the historian writer), the historian writer, the housekeeping, the live-data
+    consumers, the capabilities, then the sources."""
+    parts: list[Part] = []
+    if rt.role is not None:
+        parts.append(rt.role)
+    stale = rt.plant.pipeline.stale_check_interval
+    parts += [
+        TaskPart("historian-writer", rt.writer.run),
+        TaskPart("stale-watch", lambda: rt.ingest.watch_stale(stale)),
+        TaskPart("event-tick", lambda: _event_tick(rt.events)),
+    ]
+    if rt.maintenance is not None:
+        parts.append(TaskPart("historian-maintenance", rt.maintenance.run))
+    if rt.scheduled_export is not None:
+        parts.append(TaskPart("scheduled-export", rt.scheduled_export.run))
     if rt.uns is not None:
         # Before the sources: it subscribes to the transport when its task first runs.
-        rt.tasks.append(asyncio.create_task(rt.uns.run(), name="uns-publisher"))
+        parts.append(TaskPart("uns-publisher", rt.uns.run))
     if rt.sparkplug_edge is not None:
-        rt.tasks.append(asyncio.create_task(rt.sparkplug_edge.run(), name="sparkplug-edge"))
-    if rt.scheduled_export is not None:
-        rt.tasks.append(asyncio.create_task(rt.scheduled_export.run(), name="scheduled-export"))
-    if rt.maintenance is not None:
-        rt.tasks.append(asyncio.create_task(rt.maintenance.run(), name="historian-maintenance"))
-    if rt.role is not None:
-        rt.role.start()  # the edge's spool writer subscribes before any source emits
-    for source in rt.sources:
-        rt.tasks.append(asyncio.create_task(source.run(), name=f"source-{source.name}"))
+        parts.append(TaskPart("sparkplug-edge", rt.sparkplug_edge.run))
+    parts += rt.capabilities
+    sources: list[Part] = [TaskPart(f"source-{s.name}", s.run) for s in rt.sources]
+    parts.append(PartGroup("sources", sources))
+    return parts
+
+
+async def start_pipeline(rt: Runtime) -> None:
+    """Start every part of the running system (see :func:`pipeline_parts`)."""
+    rt.parts = pipeline_parts(rt)
+    await start_parts(rt.parts)
 
 
 async def stop_pipeline(rt: Runtime, grace: float = 3.0) -> None:
-    """Stop sources, then the UNS publisher, then the stale watch, then the writer (it
-    flushes), then the store."""
-    by_role: list[list[asyncio.Task[Any]]] = [
-        [t for t in rt.tasks if t.get_name().startswith("source-")],
-        [t for t in rt.tasks if t.get_name() in ("uns-publisher", "sparkplug-edge")],
-        [
-            t
-            for t in rt.tasks
-            if t.get_name()
-            in ("stale-watch", "event-tick", "scheduled-export", "historian-maintenance")
-        ],
-        [t for t in rt.tasks if t.get_name() == "historian-writer"],
-    ]
-    for group in by_role:
-        for task in group:
-            task.cancel()
-        if group:
-            done, pending = await asyncio.wait(group, timeout=grace)
-            for task in pending:
-                log.warning("task %s did not stop within %.0f s", task.get_name(), grace)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("task %s failed: %s", task.get_name(), task.exception())
-    if rt.role is not None:
-        await rt.role.stop(grace)  # spool writer, publisher, hub consumer; before the store
-    rt.tasks.clear()
+    """Stop the parts in reverse order (sources first, the historian writer flushes what
+    is queued, the role's parts last), then close the store."""
+    await stop_parts(rt.parts, grace)
+    rt.parts = []
     rt.events.tick(force=True)
     rt.store.close()
 
@@ -391,7 +385,6 @@ async def serve(
 def api_context(rt: Runtime) -> ApiContext:
     """What the API sees of the runtime; also leaves the local CLI token (mode 0600)."""
     from isthmus.api.context import ApiContext
-    from isthmus.query import CLI_TOKEN_FILE
     from isthmus.security.identity import (
         ADMIN_USERNAME,
         Identity,

@@ -22,8 +22,8 @@ from isthmus.model.errors import IsthmusError
 
 if TYPE_CHECKING:
     from isthmus.app import Runtime
-    from isthmus.pipeline.catalog import CatalogEntry
-    from isthmus.transport.nats.hub import HubConsumer
+    from isthmus.model.catalog import CatalogEntry
+    from isthmus.pipeline.hub import HubConsumer
     from isthmus.transport.nats.ledger import HubLedger
     from isthmus.transport.nats.publisher import EdgePublisher
     from isthmus.transport.nats.spooler import SpoolWriter
@@ -38,6 +38,8 @@ CATALOG_REFRESH_S = 5.0
 
 @dataclass
 class RoleParts:
+    """The role's parts as one :class:`~isthmus.model.lifecycle.Part`."""
+
     role: Role
     spool: Spool | None = None
     spool_writer: SpoolWriter | None = None
@@ -48,7 +50,11 @@ class RoleParts:
     """Hub: keeps the API's tag catalog up to date with the tags the sites publish."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
-    def start(self) -> None:
+    @property
+    def name(self) -> str:
+        return f"role-{self.role}"
+
+    async def start(self) -> None:
         if self.spool_writer is not None:
             self.tasks.append(asyncio.create_task(self.spool_writer.run(), name="spool-writer"))
         if self.publisher is not None:
@@ -75,7 +81,7 @@ class RoleParts:
         if self.ledger is not None:
             self.ledger.close()
 
-    def connected(self) -> dict[str, bool]:
+    def health(self) -> dict[str, bool]:
         out: dict[str, bool] = {}
         if self.publisher is not None:
             out["nats-publisher"] = self.publisher.connected
@@ -154,7 +160,7 @@ def _attach_edge(rt: Runtime, parts: RoleParts) -> None:
 
 
 def _attach_hub(rt: Runtime, parts: RoleParts) -> None:
-    from isthmus.transport.nats.hub import HubConsumer
+    from isthmus.pipeline.hub import HubConsumer
     from isthmus.transport.nats.ledger import HubLedger
 
     cfg = rt.plant.transport
@@ -189,8 +195,8 @@ def _attach_hub(rt: Runtime, parts: RoleParts) -> None:
 def hub_entries(rows: list[tuple[int, str, str, str]]) -> list[CatalogEntry]:
     """Catalog entries for the historian's tags (full paths enterprise/site/...): the
     hub serves every site's tags without their configs."""
+    from isthmus.model.catalog import CatalogEntry
     from isthmus.model.config import DataType, TagConfig
-    from isthmus.pipeline.catalog import CatalogEntry
 
     out = []
     for tag_id, path, data_type, unit in rows:

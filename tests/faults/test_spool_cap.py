@@ -15,10 +15,10 @@ from isthmus.historian.postgres.windows import postgres_store
 from isthmus.model.batch import Batch
 from isthmus.model.clock import SystemClock
 from isthmus.model.config import StorageConfig, TransportConfig
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
+from isthmus.pipeline.hub import HubConsumer
 from isthmus.transport.local import LocalTransport
 from isthmus.transport.nats import wire
-from isthmus.transport.nats.hub import HubConsumer
 from isthmus.transport.nats.ledger import HubLedger
 from isthmus.transport.nats.publisher import EdgePublisher
 from isthmus.transport.nats.spooler import SpoolWriter

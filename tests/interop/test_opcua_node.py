@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from isthmus.cli import main
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.security import Pki, thumbprint
 from isthmus.connectors.opcua.source import OpcUaSource, OpcUaWriteError
 from isthmus.model.config import DataType, SimulatorConfig
@@ -156,7 +157,7 @@ def make_source(server: NodeServer, out: Collector, **extra: Any) -> OpcUaSource
     bound: list[BoundTag[OpcUaTagConfig]] = [
         BoundTag(i + 1, f"x/y/{t.path}", t) for i, t in enumerate(config.tags)
     ]
-    return OpcUaSource(config, bound, SourceContext(emit=out.emit, log=logging.getLogger(LOGGER)))
+    return opcua_source(config, bound, SourceContext(emit=out.emit, log=logging.getLogger(LOGGER)))
 
 
 async def wait(cond: Callable[[], bool], limit: float = 10.0) -> None:

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry
 from isthmus.model.config import TagConfig
 from isthmus.model.quality import Quality
-from isthmus.pipeline.catalog import CatalogEntry
 from isthmus.pipeline.qualify import Qualifier
 
 N_TAGS = 4

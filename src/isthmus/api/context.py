@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from isthmus import __version__
 from isthmus.historian.base import Store
+from isthmus.model.catalog import TagCatalog
 from isthmus.model.clock import Clock
-from isthmus.pipeline.catalog import TagCatalog
-from isthmus.pipeline.events import EventLog
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import Metrics
 from isthmus.security.identity import Identity
 from isthmus.transport.local import LocalTransport
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 
 
 def normalise_prefix(prefix: str | None) -> str:

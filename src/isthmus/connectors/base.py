@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,8 +34,10 @@ from isthmus.model.clock import Clock, SystemClock
 from isthmus.model.config import SourceConfig, TagConfig
 from isthmus.model.events import Severity
 from isthmus.model.quality import Quality
-from isthmus.pipeline.events import EventLog
-from isthmus.pipeline.metrics import BurstLog, Metrics
+from isthmus.net.backoff import Backoff
+from isthmus.net.link import LinkLost
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import BurstLog, Metrics
 
 TagT = TypeVar("TagT", bound=TagConfig)
 
@@ -94,24 +95,6 @@ class ConnectorSpec:
     factory: SourceFactory
 
 
-class Backoff:
-    """Capped exponential backoff with jitter: 0.5 s, 1 s, 2 s ... up to ``cap``."""
-
-    def __init__(self, initial: float = 0.5, cap: float = 30.0, rng: random.Random | None = None):
-        self.initial = initial
-        self.cap = cap
-        self._attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        delay = min(self.cap, self.initial * float(2**self._attempt))
-        self._attempt = min(self._attempt + 1, 30)
-        return delay * (0.8 + 0.4 * self._rng.random())
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-
 def tag_index(tags: Sequence[BoundTag[TagT]]) -> dict[str | int, BoundTag[TagT]]:
     """Tags by id, full UNS path and tag-map path: how ``write()`` callers name a tag."""
     index: dict[str | int, BoundTag[TagT]] = {}
@@ -120,10 +103,6 @@ def tag_index(tags: Sequence[BoundTag[TagT]]) -> dict[str | int, BoundTag[TagT]]
         index[tag.uns_path] = tag
         index[tag.config.path] = tag
     return index
-
-
-class LinkLost(Exception):
-    """A connector's session with its device ended; the message says why."""
 
 
 Session = Callable[[], Awaitable[None]]

@@ -15,7 +15,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from isthmus.model.config import SourceConfig, TagConfig, check_segment
 from isthmus.model.durations import Duration
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 
 PlanT = TypeVar("PlanT")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from isthmus.connectors.base import ConnectorSpec
 from isthmus.model.config import SourceConfig
-from isthmus.registry import Registry
+from isthmus.model.registry import Registry
 
 
 def default_connectors() -> Registry[ConnectorSpec]:

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from isthmus.historian.base import Maintainable, MaintenanceReport, Store
 from isthmus.model.clock import Clock
 from isthmus.model.config import DEFAULT_RETENTION_CLASS, TagConfig
-from isthmus.pipeline.events import EventLog
-from isthmus.pipeline.metrics import BurstLog, Metrics
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import BurstLog, Metrics
 
 log = logging.getLogger("isthmus.historian.maintenance")
 

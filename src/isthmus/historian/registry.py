@@ -8,7 +8,7 @@ from isthmus.historian.base import Store, StoreFactory
 from isthmus.historian.duckdb.store import DuckDBStore
 from isthmus.historian.sqlite.store import SQLiteStore
 from isthmus.model.config import StorageConfig
-from isthmus.registry import Registry
+from isthmus.model.registry import Registry
 
 
 def _duckdb(config: StorageConfig, data_dir: Path) -> Store:

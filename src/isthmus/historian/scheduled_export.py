@@ -23,8 +23,8 @@ from isthmus.model.clock import Clock
 from isthmus.model.config import ExportConfig
 from isthmus.model.errors import IsthmusError
 from isthmus.model.events import Severity
-from isthmus.pipeline.events import EventLog
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import Metrics
 
 log = logging.getLogger("isthmus.export")
 

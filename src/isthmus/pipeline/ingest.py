@@ -7,7 +7,7 @@ import logging
 
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 from isthmus.pipeline.qualify import Qualifier
 from isthmus.transport.local import LocalTransport
 

@@ -33,8 +33,8 @@ import numpy as np
 import numpy.typing as npt
 
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry
 from isthmus.model.quality import SEVERITY_MASK, Quality
-from isthmus.pipeline.catalog import CatalogEntry
 
 _NEVER = np.uint32(0xFFFFFFFF)  # "no sample recorded yet"; not a valid status code
 

@@ -11,12 +11,12 @@ import asyncio
 import logging
 import time
 
-from isthmus.connectors.base import Backoff
 from isthmus.historian.base import Store
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock
-from isthmus.pipeline.events import EventLog
-from isthmus.pipeline.metrics import BurstLog, Metrics
+from isthmus.net.backoff import Backoff
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import BurstLog, Metrics
 from isthmus.transport.local import LocalTransport
 
 log = logging.getLogger("isthmus.historian")

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Literal
 
 from isthmus.model.batch import Batch
-from isthmus.pipeline.metrics import Metrics
-
-Policy = Literal["block", "drop_oldest"]
+from isthmus.model.bus import Policy
+from isthmus.observe.metrics import Metrics
 
 
 class Subscription:

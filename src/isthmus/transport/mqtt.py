@@ -28,14 +28,14 @@ from datetime import UTC, datetime, timedelta
 import aiomqtt
 import numpy as np
 
-from isthmus.connectors.base import Backoff
-from isthmus.connectors.mqtt.client import SetupError, make_client
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.config import DataType, UnsConfig
 from isthmus.model.quality import quality_name
 from isthmus.model.values import typed_value
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
-from isthmus.pipeline.metrics import Metrics
+from isthmus.net.backoff import Backoff
+from isthmus.net.mqtt import SetupError, make_client
+from isthmus.observe.metrics import Metrics
 from isthmus.transport.local import LocalTransport
 
 log = logging.getLogger("isthmus.uns")

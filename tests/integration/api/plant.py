@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from isthmus.api import ApiContext
 from isthmus.historian.base import TagMeta
 from isthmus.historian.duckdb.store import DuckDBStore
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.clock import Clock
 from isthmus.model.config import Criticality, DataType, StorageConfig, TagConfig
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 from isthmus.security.identity import Identity, LoginThrottle, Role
 from isthmus.transport.local import LocalTransport
 

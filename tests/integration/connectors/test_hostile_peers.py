@@ -22,8 +22,8 @@ from isthmus.connectors.registry import default_connectors
 from isthmus.model.batch import Batch
 from isthmus.model.config import TagConfig
 from isthmus.model.quality import Quality, is_bad
-from isthmus.pipeline.events import EventLog
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import Metrics
 from tests.integration.connectors.test_modbus_source import (
     EXPECTED,
     TAGS,

@@ -30,7 +30,7 @@ import pytest_asyncio
 
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
-from isthmus.connectors.opcua.source import OpcUaSource
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.model.quality import Quality
 from tests.interop.test_opcua_node import ready_line
 from tests.support import Collector, free_port, require_binary
@@ -165,7 +165,7 @@ async def test_node_opcua_applies_and_refuses_deadbands(
         BoundTag(100 + i, f"x/y/{t.path}", t) for i, t in enumerate(config.tags)
     ]
     collector = Collector()
-    source = OpcUaSource(
+    source = opcua_source(
         config, bound, SourceContext(emit=collector.emit, log=logging.getLogger(LOGGER))
     )
     task = asyncio.create_task(source.run())

@@ -22,6 +22,7 @@ from asyncua import Server, ua
 
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.fastsubscription import supported
 from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.batch import Batch
@@ -86,7 +87,7 @@ def make_source(name: str, endpoint: str, ns: int, fast: bool, collector: Collec
     bound: list[BoundTag[OpcUaTagConfig]] = [
         BoundTag(300 + i, t.path, t) for i, t in enumerate(config.tags)
     ]
-    return OpcUaSource(
+    return opcua_source(
         config, bound, SourceContext(emit=collector.emit, log=logging.getLogger(LOGGER))
     )
 

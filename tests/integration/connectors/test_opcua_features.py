@@ -16,6 +16,7 @@ from asyncua import Server, ua
 
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.source import OpcUaSource, OpcUaWriteError
 from isthmus.model.config import SimulatorConfig
 from isthmus.model.errors import IsthmusError
@@ -66,7 +67,7 @@ def make_source(endpoint: str, tags: list[dict[str, Any]], collector: Collector)
     bound: list[BoundTag[OpcUaTagConfig]] = [
         BoundTag(100 + i, f"acme/site/{t.path}", t) for i, t in enumerate(config.tags)
     ]
-    return OpcUaSource(
+    return opcua_source(
         config, bound, SourceContext(emit=collector.emit, log=logging.getLogger(LOGGER))
     )
 

@@ -16,6 +16,7 @@ from asyncua import Node, Server, ua
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.discover import discover, render_yaml
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.config import DataType
 from isthmus.model.loader import load_plant_config
@@ -90,7 +91,7 @@ def make_source(
     bound: list[BoundTag[OpcUaTagConfig]] = [
         BoundTag(100 + i, f"acme/site/{t.path}", t) for i, t in enumerate(config.tags)
     ]
-    return OpcUaSource(
+    return opcua_source(
         config, bound, SourceContext(emit=collector.emit, log=logging.getLogger(LOGGER))
     )
 

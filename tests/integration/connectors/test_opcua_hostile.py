@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from asyncua import Node, Server, ua
+from isthmus.pipeline.metrics import Metrics
 
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.quality import Quality
-from isthmus.pipeline.metrics import Metrics
 from tests.support import Collector, free_port
 
 pytestmark = [
@@ -95,7 +96,7 @@ def make_source(
     tag = config.tags[0]
     bound: list[BoundTag[OpcUaTagConfig]] = [BoundTag(tag_id, f"x/y/{tag.path}", tag)]
     ctx = SourceContext(emit=collector.emit, metrics=metrics, log=logging.getLogger(LOGGER))
-    return OpcUaSource(config, bound, ctx)
+    return opcua_source(config, bound, ctx)
 
 
 class Arrivals(Collector):

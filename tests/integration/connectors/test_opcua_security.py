@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from isthmus.cli import main
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.security import OpcUaSecurityError, Pki, apply
 from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.quality import Quality
@@ -111,7 +112,7 @@ def config(endpoint: str, ns: int, pki: Path, **extra: Any) -> OpcUaSourceConfig
 
 def make_source(cfg: OpcUaSourceConfig, out: Collector) -> OpcUaSource:
     bound: list[BoundTag[OpcUaTagConfig]] = [BoundTag(1, "x/y/a/l/c/e/v", cfg.tags[0])]
-    return OpcUaSource(cfg, bound, SourceContext(emit=out.emit, log=logging.getLogger(LOGGER)))
+    return opcua_source(cfg, bound, SourceContext(emit=out.emit, log=logging.getLogger(LOGGER)))
 
 
 async def wait(cond: Any, limit: float = 8.0) -> None:

@@ -15,6 +15,7 @@ from asyncua import Node, Server, ua
 
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
@@ -89,7 +90,7 @@ def make_source(endpoint: str, nodes: list[str], collector: Collector) -> OpcUaS
     bound: list[BoundTag[OpcUaTagConfig]] = [
         BoundTag(200 + i, t.path, t) for i, t in enumerate(config.tags)
     ]
-    return OpcUaSource(
+    return opcua_source(
         config, bound, SourceContext(emit=collector.emit, log=logging.getLogger(LOGGER))
     )
 

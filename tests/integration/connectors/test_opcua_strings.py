@@ -15,6 +15,7 @@ from asyncua import Node, Server, ua
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.discover import discover, render_yaml
+from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.source import OpcUaSource, OpcUaWriteError
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
@@ -90,7 +91,7 @@ def make_source(plant: Plant, collector: Collector) -> OpcUaSource:
     bound: list[BoundTag[OpcUaTagConfig]] = [
         BoundTag(300 + i, t.path, t) for i, t in enumerate(config.tags)
     ]
-    return OpcUaSource(
+    return opcua_source(
         config, bound, SourceContext(emit=collector.emit, log=logging.getLogger(LOGGER))
     )
 

@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
+from isthmus.cli.export import run_export
 from isthmus.historian.base import Store, TagMeta
 from isthmus.historian.duckdb.store import DuckDBStore
-from isthmus.historian.export import COLUMNS, ExportProgress, export, run_export
+from isthmus.historian.export import COLUMNS, ExportProgress, export
 from isthmus.historian.sqlite.store import SQLiteStore
 from isthmus.model.batch import Batch
 from isthmus.model.config import StorageConfig

@@ -13,10 +13,10 @@ import aiomqtt
 import pytest
 
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.config import DataType, TagConfig, UnsConfig
 from isthmus.model.quality import Quality
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 from isthmus.transport.local import LocalTransport
 from isthmus.transport.mqtt import UnsPublisher
 from tests.integration.mqtt.conftest import AUTH_PASSWORD, AUTH_USER, Broker

@@ -17,10 +17,10 @@ from isthmus.connectors.sparkplug.config import SparkplugEdgeConfig
 from isthmus.connectors.sparkplug.edge import SparkplugEdge
 from isthmus.connectors.sparkplug.host import tag_path
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.config import DataType, TagConfig
 from isthmus.model.loader import load_plant_config
 from isthmus.model.quality import Quality
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.transport.local import LocalTransport
 from tests.integration.mqtt.conftest import Broker
 from tests.integration.mqtt.helpers import wait_for

@@ -23,9 +23,9 @@ from isthmus.connectors.sparkplug.config import (
 from isthmus.connectors.sparkplug.edge import SparkplugEdge
 from isthmus.connectors.sparkplug.host import SparkplugHost
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.config import DataType, TagConfig
 from isthmus.model.quality import Quality
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.transport.local import LocalTransport
 from tests.integration.mqtt.conftest import Broker
 from tests.integration.mqtt.helpers import wait_for

@@ -159,7 +159,7 @@ def test_items_share_one_array_node_per_group() -> None:
 
 def test_enum_labels_are_served_with_the_tag() -> None:
     from isthmus.api.routers.tags import tag_out
-    from isthmus.pipeline.catalog import CatalogEntry
+    from isthmus.model.catalog import CatalogEntry
 
     source = load(PLANT.format(extra_group="", group="slow").replace("temps.1", "other"))
     state = next(t for t in source.tags if t.path.endswith("/state"))

@@ -12,10 +12,10 @@ from isthmus.connectors.sparkplug.codec import OutMetric, decode, encode
 from isthmus.connectors.sparkplug.config import SparkplugEdgeConfig
 from isthmus.connectors.sparkplug.edge import SparkplugEdge
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.clock import ManualClock
 from isthmus.model.config import TagConfig
 from isthmus.model.quality import Quality
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 from isthmus.transport.local import LocalTransport
 
 

@@ -8,10 +8,10 @@ import numpy as np
 from isthmus.connectors.sparkplug.config import SparkplugEdgeConfig
 from isthmus.connectors.sparkplug.edge import SparkplugEdge
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.config import DataType, TagConfig, UnsConfig
 from isthmus.model.quality import Quality
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 from isthmus.pipeline.qualify import Qualifier
 from isthmus.transport.local import LocalTransport
 from isthmus.transport.mqtt import UnsPublisher

@@ -11,8 +11,8 @@ import pytest
 
 from isthmus.model.clock import ManualClock
 from isthmus.model.events import Severity
-from isthmus.pipeline.events import EventLog
-from isthmus.pipeline.metrics import BurstLog
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import BurstLog
 
 
 def test_ids_increase_and_cursor_reads_what_follows() -> None:

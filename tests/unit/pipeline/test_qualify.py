@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry
 from isthmus.model.config import TagConfig
 from isthmus.model.quality import Quality
-from isthmus.pipeline.catalog import CatalogEntry
 from isthmus.pipeline.qualify import Qualifier
 
 G = Quality.GOOD

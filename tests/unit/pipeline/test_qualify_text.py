@@ -7,9 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry
 from isthmus.model.config import DataType, TagConfig
 from isthmus.model.quality import Quality
-from isthmus.pipeline.catalog import CatalogEntry
 from isthmus.pipeline.qualify import Qualifier
 
 G = Quality.GOOD

@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.config import DataType, PlantConfig, TagConfig, UnsConfig
 from isthmus.model.quality import Quality
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 from isthmus.transport.local import LocalTransport
 from isthmus.transport.mqtt import UnsPublisher, iso_timestamp, payload
 

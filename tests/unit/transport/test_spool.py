@@ -10,7 +10,7 @@ import pytest
 
 from isthmus.model.batch import Batch
 from isthmus.model.clock import ManualClock
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 from isthmus.transport.spool import AsyncSpool, Spool, SpoolError
 from isthmus.transport.spool.format import HEADER_SIZE, SAMPLE_BYTES, decode, encode, parse_header
 

@@ -27,11 +27,11 @@ from isthmus.api.schemas import (
 from isthmus.historian.queries import extended_buckets, interpolated
 from isthmus.historian.text import NotNumericError
 from isthmus.model.batch import Batch
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.config import DataType
 from isthmus.model.durations import format_ns, parse_duration_ns, parse_time_ns
 from isthmus.model.quality import quality_name
 from isthmus.model.values import typed_value
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
 
 router = APIRouter(prefix="/api", tags=["tags"], dependencies=[Depends(require_user)])
 

@@ -31,7 +31,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext, tag_index
+from isthmus.connectors.base import BoundTag, Link, SourceContext, tag_index
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig, RegisterKind
 from isthmus.connectors.modbus.decode import (
     PlanTag,
@@ -47,6 +47,7 @@ from isthmus.connectors.polling import PollGroup, group_tag_ids, poll_groups
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.model.quality import Quality
+from isthmus.net.link import LinkLost
 
 _CONFIG_CODES = frozenset({0x01, 0x02, 0x03})
 _GATEWAY_CODES = frozenset({0x0A, 0x0B})

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 import aiomqtt
 import numpy as np
 
-from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
-from isthmus.connectors.mqtt.client import make_client
+from isthmus.connectors.base import BoundTag, Link, SourceContext
 from isthmus.connectors.mqtt.config import MqttSourceConfig, MqttTagConfig
 from isthmus.connectors.mqtt.mapping import (
     FieldMap,
@@ -42,6 +41,8 @@ from isthmus.connectors.mqtt.mapping import (
 )
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
+from isthmus.net.link import LinkLost
+from isthmus.net.mqtt import make_client
 
 RESOLVE_CACHE_MAX = 4096
 SUBACK_FAILURE = 0x80

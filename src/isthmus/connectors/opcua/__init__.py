@@ -13,9 +13,9 @@ from isthmus.model.config import SourceConfig, TagConfig
 def _factory(
     config: SourceConfig, tags: Sequence[BoundTag[TagConfig]], ctx: SourceContext
 ) -> Source:
-    from isthmus.connectors.opcua.source import OpcUaSource
+    from isthmus.connectors.opcua.fastsubscription import make_source
 
-    return OpcUaSource(cast(OpcUaSourceConfig, config), tags, ctx)  # type: ignore[arg-type]
+    return make_source(cast(OpcUaSourceConfig, config), tags, ctx)  # type: ignore[arg-type]
 
 
 def spec() -> ConnectorSpec:

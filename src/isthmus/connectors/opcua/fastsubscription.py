@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -39,7 +40,9 @@ from asyncua.client.ua_session import UaSession
 from asyncua.ua.ua_binary import struct_from_binary
 from asyncua.ua.uaerrors import UaStructParsingError
 
+from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua import fastpublish
+from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.fastpublish import ABSENT, DataChanges, FastPublish
 from isthmus.connectors.opcua.source import BatchSubscription, OpcUaSource
 from isthmus.model.batch import Batch
@@ -240,3 +243,11 @@ def batch_of_changes(source: OpcUaSource, changes: DataChanges) -> Batch | None:
     metrics.inc(source._m_notifications, n)
     metrics.inc(source._m_values, int(np.count_nonzero(batch.quality == 0)))
     return batch
+
+
+def make_source(
+    config: OpcUaSourceConfig, tags: Sequence[BoundTag[OpcUaTagConfig]], ctx: SourceContext
+) -> OpcUaSource:
+    """An OPC UA source whose subscriptions decode numeric data changes fast when its
+    ``fast_decode`` is on (the default)."""
+    return OpcUaSource(config, tags, ctx, subscription_kind=FastBatchSubscription)

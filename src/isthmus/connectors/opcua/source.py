@@ -46,7 +46,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 
-from isthmus.connectors.base import Backoff, BoundTag, Link, SourceContext
+from isthmus.connectors.base import BoundTag, Link, SourceContext
 from isthmus.connectors.opcua import guard, nodes, security
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig, SubscriptionGroup
 from isthmus.connectors.opcua.items import plan_items
@@ -54,6 +54,7 @@ from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.model.errors import IsthmusError
 from isthmus.model.quality import SEVERITY_MASK, Quality, quality_name
+from isthmus.net.backoff import Backoff
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -219,7 +220,11 @@ class OpcUaSource:
         config: OpcUaSourceConfig,
         tags: Sequence[BoundTag[OpcUaTagConfig]],
         ctx: SourceContext,
+        subscription_kind: type[BatchSubscription] | None = None,
     ) -> None:
+        self.subscription_kind = subscription_kind or BatchSubscription
+        """What ``fast_decode`` subscribes with (``fastsubscription.make_source`` passes the
+        fast one)."""
         if config.pki_dir is None:  # the trust store lives with the rest of the state
             pki = (ctx.data_dir or Path(".isthmus")) / "pki"
             config = config.model_copy(update={"pki_dir": str(pki)})
@@ -437,9 +442,7 @@ class OpcUaSource:
         params.MaxNotificationsPerPublish = 0  # no limit: one response carries all changes
         params.PublishingEnabled = True
         params.Priority = 0
-        kind = BatchSubscription
-        if self.config.fast_decode:  # numeric data changes decoded to NumPy (asyncua 2.1)
-            from isthmus.connectors.opcua.fastsubscription import FastBatchSubscription as kind
+        kind = self.subscription_kind if self.config.fast_decode else BatchSubscription
         sub = kind(client.uaclient.session, params, self)
         result = await sub.init()
         revised = client.get_subscription_revised_params(params, result)

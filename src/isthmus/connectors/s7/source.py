@@ -45,7 +45,7 @@ from snap7.error import (
     S7TimeoutError,
 )
 
-from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext, tag_index
+from isthmus.connectors.base import BoundTag, Link, SourceContext, tag_index
 from isthmus.connectors.polling import PollGroup, group_tag_ids, poll_groups
 from isthmus.connectors.s7.config import (
     AREA_CODE,
@@ -70,6 +70,7 @@ from isthmus.connectors.s7.errors import WriteFailed, WriteNotConfirmed, WriteRe
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.model.quality import Quality
+from isthmus.net.link import LinkLost
 
 T = TypeVar("T")
 

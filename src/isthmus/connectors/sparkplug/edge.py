@@ -33,8 +33,6 @@ from pathlib import Path
 import aiomqtt
 import numpy as np
 
-from isthmus.connectors.base import Backoff
-from isthmus.connectors.mqtt.client import SetupError, make_client
 from isthmus.connectors.sparkplug.codec import (
     BDSEQ_METRIC,
     BOOLEAN,
@@ -53,10 +51,12 @@ from isthmus.connectors.sparkplug.codec import (
 )
 from isthmus.connectors.sparkplug.config import SparkplugEdgeConfig
 from isthmus.model.batch import Batch
+from isthmus.model.bus import Bus, Feed
+from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.clock import Clock, SystemClock
-from isthmus.pipeline.catalog import CatalogEntry, TagCatalog
-from isthmus.pipeline.metrics import Metrics
-from isthmus.transport.local import LocalTransport, Subscription
+from isthmus.net.backoff import Backoff
+from isthmus.net.mqtt import SetupError, make_client
+from isthmus.observe.metrics import Metrics
 
 log = logging.getLogger("isthmus.sparkplug.edge")
 
@@ -82,14 +82,14 @@ class SparkplugEdge:
         self,
         config: SparkplugEdgeConfig,
         catalog: TagCatalog,
-        transport: LocalTransport,
+        transport: Bus,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
         state_dir: Path | None = None,
     ) -> None:
         self.config = config
         self._transport = transport
-        self._metrics = metrics or transport.metrics
+        self._metrics = metrics or Metrics()
         self._clock = clock or SystemClock()
         self._tags: dict[int, _EdgeTag] = {}
         self.devices: dict[str, list[int]] = {}
@@ -108,7 +108,7 @@ class SparkplugEdge:
         self.bd_seq = self._load_bd_seq()
         self._client: aiomqtt.Client | None = None
         self._lock = asyncio.Lock()
-        self._sub: Subscription | None = None
+        self._sub: Feed | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = False
 

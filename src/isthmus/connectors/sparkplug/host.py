@@ -42,8 +42,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from isthmus.connectors.base import BoundTag, Link, LinkLost, SourceContext
-from isthmus.connectors.mqtt.client import make_client
+from isthmus.connectors.base import BoundTag, Link, SourceContext
 from isthmus.connectors.sparkplug.codec import (
     BOOLEAN,
     DATATYPE_FROM,
@@ -61,6 +60,8 @@ from isthmus.connectors.sparkplug.host_state import Death, Event, HostState, Reb
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType, TagConfig
 from isthmus.model.quality import Quality
+from isthmus.net.link import LinkLost
+from isthmus.net.mqtt import make_client
 
 TICK = 0.25
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")

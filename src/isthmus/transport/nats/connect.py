@@ -20,7 +20,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 
 from isthmus.model.config import TransportConfig
 from isthmus.model.errors import IsthmusError
-from isthmus.pipeline.metrics import BurstLog
+from isthmus.observe.metrics import BurstLog
 
 log = logging.getLogger("isthmus.transport.nats")
 

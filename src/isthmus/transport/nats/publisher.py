@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from isthmus.connectors.base import Backoff
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock
 from isthmus.model.config import TransportConfig
 from isthmus.model.errors import IsthmusError
-from isthmus.pipeline.events import EventLog
-from isthmus.pipeline.metrics import BurstLog, Metrics
+from isthmus.net.backoff import Backoff
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import BurstLog, Metrics
 from isthmus.transport.nats import wire
 from isthmus.transport.nats.connect import (
     NATS_ERRORS,

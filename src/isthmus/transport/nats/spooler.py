@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from isthmus.model.batch import Batch
-from isthmus.pipeline.metrics import BurstLog, Metrics
+from isthmus.observe.metrics import BurstLog, Metrics
 from isthmus.transport.local import LocalTransport
 from isthmus.transport.spool import Spool
 

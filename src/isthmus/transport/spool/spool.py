@@ -22,7 +22,7 @@ from typing import Literal
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock, SystemClock
 from isthmus.model.errors import IsthmusError
-from isthmus.pipeline.metrics import Metrics
+from isthmus.observe.metrics import Metrics
 from isthmus.transport.spool.format import (
     HEADER_SIZE,
     MAGIC,

@@ -8,18 +8,21 @@ read the data directory may query).  Otherwise the store is opened directly.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.table import Table
 
+from isthmus.cli.common import DEFAULT_DATA_DIR, fmt_cell, load_config, out
 from isthmus.model.durations import format_ns, parse_duration_ns, parse_time_ns
 from isthmus.model.errors import IsthmusError
 from isthmus.model.quality import quality_name
-
-CLI_TOKEN_FILE = "cli-token"
 
 Rows = list[dict[str, Any]]
 
@@ -49,7 +52,6 @@ def run_query(
     import time
 
     from isthmus.app import running_server
-    from isthmus.cli import load_config
 
     plant, sources, _ = load_config(config)
     full = path.strip("/")
@@ -111,6 +113,8 @@ class Shape:
 def _via_api(
     url: str, data_dir: Path, path: str, start: int, end: int, shape: Shape, limit: int
 ) -> tuple[Rows, list[str]]:
+    from isthmus.app import CLI_TOKEN_FILE
+
     token_file = data_dir / CLI_TOKEN_FILE
     try:
         token = token_file.read_text().strip()
@@ -236,3 +240,49 @@ def _via_store(
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    rows, columns = run_query(
+        config=args.config,
+        data_dir=Path(args.data_dir),
+        path=args.path,
+        since=args.since,
+        until=args.until,
+        bucket=args.bucket,
+        limit=args.limit,
+        interval=args.interval,
+        method=args.method,
+        extended=args.extended,
+    )
+    if args.json:
+        out.print_json(json.dumps(rows)) if sys.stdout.isatty() else print(json.dumps(rows))
+        return 0
+    table = Table(title=args.path, show_lines=False)
+    for col in columns:
+        table.add_column(col, justify="right" if col not in ("timestamp", "quality") else "left")
+    for row in rows:
+        table.add_row(*(fmt_cell(row[c]) for c in columns))
+    out.print(table)
+    out.print(f"[dim]{len(rows)} row(s)[/dim]")
+    return 0
+
+
+def register(sub: Any) -> None:
+    query = sub.add_parser("query", help="read a tag's history")
+    query.add_argument("path", help="UNS path (enterprise/site/... or area/line/cell/eq/tag)")
+    query.add_argument("--since", default="10m", help="duration or ISO time (default 10m)")
+    query.add_argument("--until", default="now")
+    query.add_argument("--bucket", default=None, help="aggregate per bucket, e.g. 1m")
+    query.add_argument("--limit", type=int, default=10_000)
+    query.add_argument(
+        "--extended", action="store_true", help="with --bucket: time-weighted avg and stddev"
+    )
+    query.add_argument("--interval", default=None, help="values at fixed instants, e.g. 1m")
+    query.add_argument(
+        "--method", choices=("previous", "linear"), default="previous", help="with --interval"
+    )
+    query.add_argument("--json", action="store_true", help="print JSON")
+    query.add_argument("--config", default=None, help="plant config (default: the demo plant)")
+    query.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    query.set_defaults(func=cmd_query)

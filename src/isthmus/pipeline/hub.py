@@ -26,14 +26,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from isthmus.connectors.base import Backoff
 from isthmus.historian.base import Store, TagMeta
 from isthmus.historian.postgres.store import PostgresStore
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock
 from isthmus.model.config import TransportConfig
-from isthmus.pipeline.events import EventLog
-from isthmus.pipeline.metrics import BurstLog, Metrics
+from isthmus.net.backoff import Backoff
+from isthmus.observe.events import EventLog
+from isthmus.observe.metrics import BurstLog, Metrics
 from isthmus.transport.nats import wire
 from isthmus.transport.nats.connect import (
     NATS_ERRORS,
@@ -43,7 +43,7 @@ from isthmus.transport.nats.connect import (
 )
 from isthmus.transport.nats.ledger import Committed, HubLedger, Quarantined
 
-log = logging.getLogger("isthmus.transport.nats.hub")
+log = logging.getLogger("isthmus.pipeline.hub")
 
 _T = TypeVar("_T")
 DISCOVER_S = 2.0

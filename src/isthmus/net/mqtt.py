@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import aiomqtt
 
-from isthmus.connectors.base import LinkLost
+from isthmus.net.link import LinkLost
 
 
 class Connection(Protocol):

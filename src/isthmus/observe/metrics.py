@@ -6,12 +6,9 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from isthmus.model.events import Severity
-
-if TYPE_CHECKING:
-    from isthmus.pipeline.events import EventLog
+from isthmus.observe.events import EventLog
 
 
 class Metrics:
@@ -38,7 +35,7 @@ class BurstLog:
     """Logs the first occurrence of a problem, then at most one summary per ``window``
     seconds with the number of repeats: a flood of bad frames yields a few lines.
 
-    With an :class:`~isthmus.pipeline.events.EventLog`, every logged line is also an
+    With an :class:`~isthmus.observe.events.EventLog`, every logged line is also an
     event ``<prefix>.<key>`` whose ``count`` is the number of occurrences it stands for;
     the log's ``tick`` reports the tail of a burst (:meth:`flush`), so the counts of the
     events of a key add up to the number of ``warning`` calls.

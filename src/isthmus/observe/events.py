@@ -13,19 +13,22 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from isthmus.model.clock import Clock, SystemClock
 from isthmus.model.events import Event, Severity
-
-if TYPE_CHECKING:
-    from isthmus.pipeline.metrics import BurstLog
 
 log = logging.getLogger("isthmus.events")
 
 DEFAULT_CAPACITY = 10_000
 FILE_LIMIT_BYTES = 16 * 1024 * 1024
 """The JSON-lines file is rotated to ``<name>.1`` past this size (one old file kept)."""
+
+
+class Burst(Protocol):
+    """What the log reports the tail of (a :class:`~isthmus.observe.metrics.BurstLog`)."""
+
+    def flush(self, *, force: bool = False) -> None: ...
 
 
 class EventLog:
@@ -41,7 +44,7 @@ class EventLog:
         self._next_id = 1
         self._path = path
         self._clock = clock or SystemClock()
-        self._bursts: weakref.WeakSet[BurstLog] = weakref.WeakSet()
+        self._bursts: weakref.WeakSet[Burst] = weakref.WeakSet()
         self._listeners: list[Callable[[Event], None]] = []
         self.raised = 0
 
@@ -120,7 +123,7 @@ class EventLog:
         with self._lock:
             self._listeners.append(listener)
 
-    def track(self, burst: BurstLog) -> None:
+    def track(self, burst: Burst) -> None:
         """Let :meth:`tick` report what ``burst`` suppressed once its window has passed."""
         self._bursts.add(burst)
 
