@@ -177,4 +177,6 @@ def _cross_check(
                     f"storage.retention defines: {', '.join(sorted(kept))}",
                 )
             seen_tags[tag.path] = source.name
+        for where, message in source.reference_issues():
+            issue(("sources", i, *where), message)
     return issues

@@ -158,3 +158,44 @@ def test_uns_broker_settings_are_checked_like_the_mqtt_source() -> None:
     text = VALID + "uns: {host: broker, cert_file: c.pem, key_file: k.pem}\n"
     (err,) = errors(text)
     assert ": uns: " in err and "need tls: true" in err
+
+
+MQTT = """\
+version: 1
+enterprise: acme
+site: lyon
+hierarchy:
+  packaging:
+    line1:
+      filling: [filler1, filler2]
+sources:
+  - name: broker
+    type: mqtt
+    host: 127.0.0.1
+    subscriptions:
+      - topic: plant/{line}/{machine}/telemetry
+        values:
+          - field: $.temperature
+            tag: packaging/{line}/filling/{machine}/temperature
+          - field: $.pressure
+            tag: packaging/{line}/filling/{machine}/pressure
+    tags:
+      - path: packaging/line1/filling/filler1/temperature
+"""
+
+
+def test_mqtt_value_map_to_no_declared_tag_is_an_error() -> None:
+    """A value map whose target tag is declared nowhere would silently map nothing."""
+    found = errors(MQTT)
+    assert len(found) == 1
+    assert found[0].startswith("plant.yaml:18:")
+    assert "sources.0.subscriptions.0.values.1.tag" in found[0]
+    assert "pressure" in found[0] and "matches none of the tags" in found[0]
+
+
+def test_mqtt_value_map_matching_a_declared_tag_loads() -> None:
+    text = MQTT.replace("$.pressure", "$.temp2").replace(
+        "{machine}/pressure", "{machine}/temperature"
+    )
+    plant, sources = load_plant_config(text, "plant.yaml", MODELS)
+    assert sources[0].name == "broker"

@@ -11,6 +11,7 @@ from isthmus.connectors.mqtt.mapping import (
     TemplateError,
     parse_path,
     parse_topic,
+    template_regex,
     template_variables,
 )
 from isthmus.model.config import MqttBroker, SourceConfig, Strict, TagConfig
@@ -112,3 +113,21 @@ class MqttSourceConfig(SourceConfig, MqttBroker):
         min_length=1, description="topic templates and how their payloads map onto tags"
     )
     tags: list[MqttTagConfig] = Field(default_factory=list)  # type: ignore[assignment]
+
+    def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """A value map whose tag template can match none of this source's tags would
+        silently map nothing: an error naming the field."""
+        issues: list[tuple[tuple[str | int, ...], str]] = []
+        paths = [t.path for t in self.tags]
+        for s, sub in enumerate(self.subscriptions):
+            for v, value in enumerate(sub.values):
+                pattern = template_regex(value.tag)
+                if not any(pattern.fullmatch(path) for path in paths):
+                    issues.append(
+                        (
+                            ("subscriptions", s, "values", v, "tag"),
+                            f"tag template {value.tag!r} matches none of the tags of source "
+                            f"{self.name!r}; declare the tag under its tags:",
+                        )
+                    )
+        return issues

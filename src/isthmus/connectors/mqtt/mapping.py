@@ -330,6 +330,15 @@ def template_variables(tag_template: str) -> set[str]:
     return set(_TEMPLATE_VAR.findall(tag_template))
 
 
+def template_regex(tag_template: str) -> re.Pattern[str]:
+    """The tag paths a template can produce: each ``{name}`` is one path segment."""
+    parts = _TEMPLATE_VAR.split(tag_template)
+    # split() alternates literal text and variable names
+    return re.compile(
+        "".join(re.escape(p) if k % 2 == 0 else r"[^/{}]+" for k, p in enumerate(parts))
+    )
+
+
 def fill(tag_template: str, variables: Mapping[str, str]) -> str | None:
     """Substitute ``{name}`` in a tag path template; ``None`` if a value is not a valid
     path segment (empty, or holding characters a tag path cannot have)."""
