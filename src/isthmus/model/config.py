@@ -140,6 +140,12 @@ class SourceConfig(Strict):
     def _name(cls, value: str) -> str:
         return check_segment(value)
 
+    def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """References inside this source that point nowhere, as (location below the
+        source, message): the loader reports them with file, line and field.  A connector
+        whose config refers to its own tags (MQTT value maps) overrides this."""
+        return []
+
 
 DAY_S = 86400.0
 DEFAULT_RETENTION_CLASS = "default"
