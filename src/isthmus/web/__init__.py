@@ -3,4 +3,5 @@
 from pathlib import Path
 
 STATIC_DIR = Path(__file__).parent / "static"
-"""index.html, app.js, app.css."""
+"""index.html and app.css, js/ (ES modules: main.js, router.js, pages/, components/),
+css/, vendor/uplot/; see docs/decisions/0009-ui-structure.md."""
