@@ -403,7 +403,7 @@ async def test_page_and_static_need_no_token(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200
     assert 'data-testid="login-form"' in r.text
     assert "default-src 'self'" in r.headers["content-security-policy"]
-    for asset in ("/static/app.js", "/static/app.css"):
+    for asset in ("/static/js/main.js", "/static/app.css"):
         assert (await client.get(asset)).status_code == 200
 
 
