@@ -1,10 +1,11 @@
 // Boot: the shell (header, login form, page outlet), the session, the live stream and the
 // router. Pages live in js/pages/ and are listed in js/pages/index.js.
 
-import { api, endSession, hasSession, onSessionEnd, reportError } from "./api.js";
-import { $ } from "./dom.js";
+import { api, endSession, hasSession, isQuiet, onSessionEnd, reportError } from "./api.js";
+import { $, el } from "./dom.js";
 import { hideLogin, initLogin, showLogin } from "./login.js";
 import { NavBar } from "./components/nav.js";
+import { problemMessage } from "./components/problem.js";
 import { PAGES } from "./pages/index.js";
 import { Router, registerPage } from "./router.js";
 import { LiveStream } from "./stream.js";
@@ -28,7 +29,13 @@ async function start() {
   $("page").hidden = false;
   $("logout").hidden = false;
   $("conn").hidden = false;
-  const me = await api.get("/api/auth/me");
+  let me;
+  try {
+    me = await api.get("/api/auth/me");
+  } catch (err) {
+    if (!isQuiet(err)) $("page").replaceChildren(el("div", { class: "page-body" }, problemMessage(err)));
+    throw err;
+  }
   if (!signedIn) return;
   $("user").textContent = `${me.username} · ${me.role}`;
   nav.render(me.role);

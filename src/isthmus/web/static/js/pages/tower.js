@@ -157,7 +157,14 @@ class Tower {
 
   async mount() {
     const { signal } = this.ctx;
-    const [tags, roots] = await Promise.all([api.get("/api/tags", { signal }), api.get("/api/hierarchy", { signal })]);
+    let tags;
+    let roots;
+    try {
+      [tags, roots] = await Promise.all([api.get("/api/tags", { signal }), api.get("/api/hierarchy", { signal })]);
+    } catch (err) {
+      this.chart.destroy(); // the page is not shown: no cleanup will run
+      throw err;
+    }
     for (const t of tags) this.state.tags.set(t.path, t);
     this.tree.render(roots);
     this.select(kept.selection && !this.isKnownPrefix(kept.selection) ? "" : kept.selection);
