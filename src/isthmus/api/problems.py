@@ -3,19 +3,25 @@
 ``ApiProblem`` is what routers raise; HTTP errors from routing (404, 405), request
 validation errors (422, listing the invalid parameters) and anything unexpected (500,
 logged with its traceback here, never sent) are turned into the same shape.
+
+The OpenAPI document says so too: routes list the problems they can answer with
+``responses=problem_responses(401, 403, 404, 422)``, and :func:`install_problem_handlers`
+makes every 4xx/5xx response of the document ``application/problem+json`` with the
+:class:`Problem` schema (also FastAPI's default 422, which it would otherwise describe as
+its own ``HTTPValidationError`` JSON).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,7 +37,9 @@ class InvalidParam(BaseModel):
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details; refusals may add extension members such as ``reason``."""
+
+    model_config = ConfigDict(extra="allow")
 
     type: str = "about:blank"
     title: str
@@ -41,6 +49,11 @@ class Problem(BaseModel):
     invalid_params: list[InvalidParam] | None = Field(
         default=None, description="for 422: every invalid parameter"
     )
+    reason: str | None = Field(
+        default=None,
+        description="why a request was refused, machine-readable: permission, "
+        "authentication, not_writable, limits, rate...",
+    )
 
 
 class ProblemResponse(JSONResponse):
@@ -48,7 +61,8 @@ class ProblemResponse(JSONResponse):
 
 
 class ApiProblem(Exception):
-    """Raise in a router to answer with a problem."""
+    """Raise in a router to answer with a problem; keyword ``extra`` members (e.g.
+    ``reason="permission"``) are added to the body as RFC 9457 extension members."""
 
     def __init__(
         self,
@@ -57,12 +71,14 @@ class ApiProblem(Exception):
         *,
         invalid_params: Sequence[InvalidParam] | None = None,
         headers: Mapping[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.invalid_params = list(invalid_params) if invalid_params is not None else None
         self.headers = dict(headers or {})
+        self.extra = extra
 
 
 def bad_param(name: str, reason: str, location: str = "query") -> ApiProblem:
@@ -72,6 +88,46 @@ def bad_param(name: str, reason: str, location: str = "query") -> ApiProblem:
         f"invalid parameter {name!r}: {reason}",
         invalid_params=[InvalidParam(name=name, location=location, reason=reason)],
     )
+
+
+_DESCRIPTIONS: Mapping[int, str] = {
+    400: "malformed request",
+    401: "no valid bearer token: missing, malformed, expired or revoked",
+    403: "the caller's role may not do this (`reason`: `permission`)",
+    404: "not found",
+    409: "conflicts with the current state",
+    422: "invalid parameter or body: `invalid_params` names each one",
+    429: "too many requests: retry after `Retry-After` seconds",
+    503: "temporarily unavailable",
+}
+_HEADERS: Mapping[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": '`Bearer realm="isthmus"`',
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "seconds to wait",
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
+def problem_responses(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: the problems it can answer with, each
+    ``application/problem+json`` with the :class:`Problem` schema.  A status alone gets
+    a standard description; ``(404, "unknown tag")`` says more."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for item in statuses:
+        status, description = item if isinstance(item, tuple) else (item, _DESCRIPTIONS[item])
+        response: dict[str, Any] = {"model": Problem, "description": description}
+        if status in _HEADERS:
+            response["headers"] = _HEADERS[status]
+        out[status] = response
+    return out
 
 
 def _title(status: int) -> str:
@@ -86,15 +142,18 @@ def problem_body(
     detail: str,
     instance: str,
     invalid_params: Sequence[InvalidParam] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    problem = Problem(
+    body = Problem(
         title=_title(status),
         status=status,
         detail=detail,
         instance=instance,
         invalid_params=list(invalid_params) if invalid_params is not None else None,
-    )
-    return problem.model_dump(exclude_none=True)
+    ).model_dump(exclude_none=True)
+    for key, value in (extra or {}).items():
+        body.setdefault(key, value)  # the standard members cannot be overridden
+    return body
 
 
 def problem_response(
@@ -104,15 +163,21 @@ def problem_response(
     *,
     invalid_params: Sequence[InvalidParam] | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> ProblemResponse:
-    body = problem_body(status, detail, request.url.path, invalid_params)
+    body = problem_body(status, detail, request.url.path, invalid_params, extra)
     return ProblemResponse(body, status_code=status, headers=dict(headers or {}))
 
 
 async def _api_problem(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, ApiProblem)
     return problem_response(
-        request, exc.status, exc.detail, invalid_params=exc.invalid_params, headers=exc.headers
+        request,
+        exc.status,
+        exc.detail,
+        invalid_params=exc.invalid_params,
+        headers=exc.headers,
+        extra=exc.extra,
     )
 
 
@@ -141,9 +206,57 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error with a problem, and say so in the OpenAPI document."""
     app.add_exception_handler(ApiProblem, _api_problem)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(WebSocketDisconnect, _gone)
+    app.openapi = _problem_openapi(app.openapi)  # type: ignore[method-assign]
+
+
+async def _gone(websocket: WebSocket, exc: Exception) -> None:
+    """A WebSocket client left (e.g. while its first message was awaited): nothing to
+    answer, nothing to log."""
+
+
+PROBLEM_REF = "#/components/schemas/Problem"
+
+
+def _problem_openapi(build: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    def openapi() -> dict[str, Any]:
+        return document_problems(build())  # FastAPI caches the document: done once
+
+    return openapi
+
+
+def document_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """Make every 4xx/5xx response of an OpenAPI ``document`` an ``application/problem+json``
+    :class:`Problem` (in place; idempotent), and drop FastAPI's ``HTTPValidationError``.
+    Also says what any route can answer whether it lists it or not: 401 wherever a bearer
+    token is taken, 400 wherever a body is (one that cannot be parsed)."""
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    if "Problem" not in schemas:
+        problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(problem.pop("$defs", {}))
+        schemas["Problem"] = problem
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            if operation.get("security") and "401" not in responses:  # a bearer token
+                responses["401"] = {"description": _DESCRIPTIONS[401], "headers": _HEADERS[401]}
+            if "requestBody" in operation and "400" not in responses:  # e.g. not UTF-8
+                responses["400"] = {"description": "the request body cannot be parsed"}
+            for code, response in responses.items():
+                if str(code)[0] not in "45" and code != "default":
+                    continue
+                response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_REF}}}
+                if code == "422" and response.get("description") == "Validation Error":
+                    response["description"] = _DESCRIPTIONS[422]
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)  # nothing refers to them any more
+    return document
 
 
 class GuardMiddleware:

@@ -1,4 +1,9 @@
-"""``GET /api/events``: what the system reported (rejected frames, outages, overflows)."""
+"""``GET /api/events``: what the system reported (rejected frames, outages, overflows).
+
+A caller limited to scopes sees only the events that concern something inside them
+(see :func:`isthmus.api.scopes.event_visible`); system events that concern no tag
+(historian, spool, audit...) are for unscoped callers only.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +11,51 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from isthmus.api.deps import Ctx, require_user
-from isthmus.api.problems import Problem
+from isthmus.api.deps import Ctx, guarded, require
 from isthmus.api.schemas import EventOut, EventPage
+from isthmus.api.scopes import event_visible
+from isthmus.security.rbac import Action, Principal, Resource
 
-router = APIRouter(prefix="/api", tags=["events"], dependencies=[Depends(require_user)])
+router = APIRouter(prefix="/api", tags=["events"])
+
+EventsReader = Annotated[Principal, Depends(require(Resource.EVENTS, Action.READ))]
+_NS_MAX = 2**63 - 1
+_SCAN_PAGE = 1000
 
 
 @router.get(
     "/events",
-    summary="Events after a cursor, oldest first",
-    responses={422: {"model": Problem, "description": "invalid parameter"}},
+    summary="Events after a cursor, oldest first (those the caller may see)",
+    responses=guarded(Resource.EVENTS, Action.READ, 422),
 )
 async def events(
     ctx: Ctx,
-    after: Annotated[int, Query(ge=0, description="return events with a larger id")] = 0,
+    principal: EventsReader,
+    after: Annotated[
+        int, Query(ge=0, le=_NS_MAX, description="return events with a larger id")
+    ] = 0,
     kind: Annotated[
         str | None, Query(max_length=200, description="a kind or its prefix: frame, link.lost")
     ] = None,
     source: Annotated[str | None, Query(max_length=200, description="who raised it")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> EventPage:
-    found = ctx.events.recent(after=after, kind=kind, source=source, limit=limit)
-    items = [EventOut(**e.to_dict()) for e in found]
-    return EventPage(events=items, next_after=items[-1].id if items else after)
+    if not principal.scopes:
+        found = ctx.events.recent(after=after, kind=kind, source=source, limit=limit)
+        items = [EventOut(**e.to_dict()) for e in found]
+        return EventPage(events=items, next_after=items[-1].id if items else after)
+    # Scoped: filter page by page until `limit` visible events or the end of the log.
+    items = []
+    cursor = after
+    while len(items) < limit:
+        page = ctx.events.recent(after=cursor, kind=kind, source=source, limit=_SCAN_PAGE)
+        for event in page:
+            cursor = event.id
+            if event_visible(event, principal, ctx.catalog):
+                items.append(EventOut(**event.to_dict()))
+                if len(items) >= limit:
+                    break
+        if len(page) < _SCAN_PAGE:
+            break
+    # The cursor passes what was skipped, so the next call does not scan it again.
+    return EventPage(events=items, next_after=items[-1].id if len(items) >= limit else cursor)

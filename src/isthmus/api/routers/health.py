@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from isthmus.api.deps import Ctx
+from isthmus.api.deps import Ctx, public
 from isthmus.api.schemas import Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Liveness, version and source status (no token)")
+@router.get(
+    "/health",
+    summary="Liveness, version and source status (no token)",
+    dependencies=[Depends(public("liveness probes and load balancers carry no token"))],
+)
 async def health(ctx: Ctx) -> Health:
     return Health(
         status="ok",

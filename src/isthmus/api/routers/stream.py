@@ -5,9 +5,14 @@ Protocol (JSON text frames):
 1. The client's first message authenticates: ``{"token": "<bearer token>"}``, optionally
    with ``"subscribe": ["uns/path/prefix", ...]`` (browsers cannot set headers on a
    WebSocket; tokens in URLs end up in logs, so neither is accepted).  A missing, late
-   or bad token closes the socket with code 4401; so does the token expiring later.
+   or bad token closes the socket with code 4401, a role without the ``live`` read
+   permission with 4403 (``isthmus.api.deps.require_ws``).  The token is checked again
+   before every message and at least every second: its expiry, its revocation, or its
+   user being disabled closes the socket with 4401; a changed role or scopes apply at
+   once.
 2. Later ``{"subscribe": [...]}`` messages replace the filter (an empty list or no
-   subscribe at all means every tag).
+   subscribe at all means every tag).  Whatever the filter, the caller only ever
+   receives the tags inside its scopes.
 3. The server pushes ``{"samples": [{"path", "value", "quality", "timestamp"}, ...]}``:
    one message per transport batch, or several batches merged so that a client gets
    at most ~10 messages per second.  A slow client loses the oldest batches (counted
@@ -21,30 +26,34 @@ import contextlib
 import itertools
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
 from isthmus.api.context import ApiContext
+from isthmus.api.deps import WS_FORBIDDEN, WS_UNAUTHORIZED, Ctx, WsCaller, authenticate, require_ws
 from isthmus.api.paths import id_mask
+from isthmus.api.scopes import scope_mask
 from isthmus.model.batch import Batch
 from isthmus.model.durations import format_ns
 from isthmus.model.quality import quality_name
 from isthmus.model.values import typed_value
-from isthmus.security.identity import Claims, InvalidToken
+from isthmus.security.identity import InvalidToken
+from isthmus.security.rbac import Action, Principal, Resource
 from isthmus.transport.local import Subscription
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["stream"])
 
-AUTH_TIMEOUT_S = 10.0
 MIN_INTERVAL_S = 0.1
+REAUTH_INTERVAL_S = 1.0
+"""An idle stream checks its token at least this often (revocation within ~1 s)."""
 QUEUE_BATCHES = 64
 MAX_PREFIXES = 256
-CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNAUTHORIZED = WS_UNAUTHORIZED
 CLOSE_UNSUPPORTED = 1003
 _ids = itertools.count(1)
 
@@ -81,14 +90,37 @@ def _parse(text: str) -> dict[str, Any]:
 
 
 class _Filter:
-    def __init__(self, ctx: ApiContext, prefixes: list[str] | None) -> None:
+    """The tags a connection receives: those under its subscribed prefixes and inside
+    its principal's scopes (both masks rebuilt when the catalog grows)."""
+
+    def __init__(self, ctx: ApiContext, principal: Principal, prefixes: list[str] | None) -> None:
         self.ctx = ctx
-        self.mask: npt.NDArray[np.bool_] = id_mask(ctx.catalog, prefixes)
+        self.principal = principal
+        self.prefixes = prefixes
+        self._build()
+
+    def _build(self) -> None:
+        catalog = self.ctx.catalog
+        self.size = len(catalog)
+        mask = id_mask(catalog, self.prefixes)
+        if self.principal.scopes:
+            mask &= scope_mask(catalog, self.principal.scopes)
+        self.mask: npt.NDArray[np.bool_] = mask
 
     def set(self, prefixes: list[str] | None) -> None:
-        self.mask = id_mask(self.ctx.catalog, prefixes)
+        self.prefixes = prefixes
+        self._build()
+
+    def set_principal(self, principal: Principal) -> None:
+        if principal.scopes != self.principal.scopes:
+            self.principal = principal
+            self._build()
+        else:
+            self.principal = principal
 
     def payload(self, batch: Batch) -> list[dict[str, Any]]:
+        if len(self.ctx.catalog) != self.size:
+            self._build()
         ids = batch.tag_id
         known = (ids >= 0) & (ids < len(self.mask))
         keep = np.zeros(len(ids), dtype=np.bool_)
@@ -118,26 +150,6 @@ class _Filter:
         return out
 
 
-async def _authenticate(ws: WebSocket, ctx: ApiContext) -> tuple[Claims, list[str] | None]:
-    try:
-        async with asyncio.timeout(AUTH_TIMEOUT_S):
-            text = await ws.receive_text()
-    except TimeoutError:
-        raise _Refused(CLOSE_UNAUTHORIZED, 'send {"token": ...} first') from None
-    try:
-        message = _parse(text)
-    except _Refused:
-        raise _Refused(CLOSE_UNAUTHORIZED, 'send {"token": ...} first') from None
-    token = message.get("token")
-    if not isinstance(token, str):
-        raise _Refused(CLOSE_UNAUTHORIZED, 'send {"token": ...} first')
-    try:
-        claims = ctx.identity.verify_token(token)
-    except InvalidToken:
-        raise _Refused(CLOSE_UNAUTHORIZED, "invalid or expired token") from None
-    return claims, _prefixes(message)
-
-
 async def _read(ws: WebSocket, flt: _Filter) -> None:
     while True:
         message = _parse(await ws.receive_text())
@@ -146,23 +158,30 @@ async def _read(ws: WebSocket, flt: _Filter) -> None:
         flt.set(_prefixes(message))
 
 
+def _recheck(ctx: ApiContext, token: str, flt: _Filter) -> None:
+    """The token again: still valid, still allowed; new scopes apply at once."""
+    try:
+        principal = authenticate(ctx, token)
+    except InvalidToken as exc:
+        raise _Refused(CLOSE_UNAUTHORIZED, str(exc)[:100]) from None
+    if not principal.can(Resource.LIVE, Action.READ):
+        raise _Refused(WS_FORBIDDEN, "the live stream is no longer allowed")
+    flt.set_principal(principal)
+
+
 async def _write(
-    ws: WebSocket, ctx: ApiContext, sub: Subscription, flt: _Filter, claims: Claims
+    ws: WebSocket, ctx: ApiContext, sub: Subscription, flt: _Filter, token: str
 ) -> None:
-    clock = ctx.identity.tokens.clock
     while True:
-        remaining = claims.expires_at - clock.now_ns() / 1e9
-        if remaining <= 0:
-            raise _Refused(CLOSE_UNAUTHORIZED, "token expired")
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that races with the queue get, leaving this loop running after a disconnect.
-            async with asyncio.timeout(remaining):
+            async with asyncio.timeout(REAUTH_INTERVAL_S):
                 first = await sub.get()
         except TimeoutError:
-            raise _Refused(CLOSE_UNAUTHORIZED, "token expired") from None
-        if claims.expires_at <= clock.now_ns() / 1e9:
-            raise _Refused(CLOSE_UNAUTHORIZED, "token expired")
+            _recheck(ctx, token, flt)
+            continue
+        _recheck(ctx, token, flt)
         batches = [first]
         while (more := sub.get_nowait()) is not None:
             batches.append(more)
@@ -172,19 +191,20 @@ async def _write(
             await asyncio.sleep(MIN_INTERVAL_S)
 
 
+LiveCaller = Annotated[WsCaller, Depends(require_ws(Resource.LIVE, Action.READ))]
+
+
 @router.websocket("/api/stream")
-async def stream(ws: WebSocket) -> None:
-    ctx: ApiContext = ws.app.state.ctx
-    await ws.accept()
+async def stream(ws: WebSocket, ctx: Ctx, caller: LiveCaller) -> None:
+    # require_ws accepted the socket and checked the first message's token.
     sub: Subscription | None = None
     try:
-        claims, prefixes = await _authenticate(ws, ctx)
-        flt = _Filter(ctx, prefixes)
+        flt = _Filter(ctx, caller.principal, _prefixes(caller.first))
         sub = ctx.transport.subscribe(
             f"api.stream.{next(_ids)}", maxsize=QUEUE_BATCHES, policy="drop_oldest"
         )
         reader = asyncio.create_task(_read(ws, flt))
-        writer = asyncio.create_task(_write(ws, ctx, sub, flt, claims))
+        writer = asyncio.create_task(_write(ws, ctx, sub, flt, caller.token))
         try:
             done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         finally:

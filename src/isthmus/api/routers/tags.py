@@ -1,17 +1,19 @@
-"""Tags: the catalog, the hierarchy tree, last values and history."""
+"""Tags: the catalog, the hierarchy tree, last values and history.
+
+Every route applies the caller's scopes: lists and the tree hold only what the caller may
+see, and a single tag outside them answers 404 like an unknown one."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
-from isthmus.api.deps import Ctx, require_user
-from isthmus.api.paths import entries_under
-from isthmus.api.problems import ApiProblem, Problem, bad_param
+from isthmus.api.deps import Ctx, guarded, require
+from isthmus.api.problems import ApiProblem, bad_param
 from isthmus.api.schemas import (
     Bucket,
     BucketedSamples,
@@ -24,6 +26,7 @@ from isthmus.api.schemas import (
     TagOut,
     finite,
 )
+from isthmus.api.scopes import scoped_entry, visible_entries
 from isthmus.historian.queries import extended_buckets, interpolated
 from isthmus.historian.text import NotNumericError
 from isthmus.model.batch import Batch
@@ -32,19 +35,38 @@ from isthmus.model.config import DataType
 from isthmus.model.durations import format_ns, parse_duration_ns, parse_time_ns
 from isthmus.model.quality import quality_name
 from isthmus.model.values import typed_value
+from isthmus.security.rbac import Action, Principal, Resource
 
-router = APIRouter(prefix="/api", tags=["tags"], dependencies=[Depends(require_user)])
+router = APIRouter(prefix="/api", tags=["tags"])
+
+TagsReader = Annotated[Principal, Depends(require(Resource.TAGS, Action.READ))]
+HistoryReader = Annotated[Principal, Depends(require(Resource.HISTORY, Action.READ))]
+
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+"""A full UNS path: segments as ``isthmus.model.config.SEGMENT`` allows them."""
+_DURATION = r"\d+(\.\d+)?\s*(ns|us|ms|s|min|m|h|d|w)?"
+DURATION_PATTERN = rf"^\s*{_DURATION}\s*$"
+"""As ``isthmus.model.durations.parse_duration_ns`` reads it: ``500ms``, ``10s``, ``1m``."""
+_ISO = (
+    r"(19[7-9]\d|2[01]\d\d|22[0-5]\d)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)?)?"
+)
+TIME_PATTERN = rf"^\s*(now|-\s*{_DURATION}|{_ISO})\s*$"
+"""``now``, ``-10m`` (before now) or an ISO 8601 date or time (UTC unless it says)."""
+_PREFIX_HELP = "UNS path prefix, e.g. acme/plant1; all tags if absent"
+_TIME_HELP = "ISO 8601 (2026-11-22T10:00:00Z) or relative (-10m, now)"
+
+TagPath = Annotated[
+    str, Path(pattern=PATH_PATTERN, description="full UNS path of the tag", max_length=1024)
+]
 
 LEVELS = ("enterprise", "site", "area", "line", "cell", "equipment")
 MAX_BUCKETS = 10_000
 MAX_LIMIT = 100_000
 _NS_MAX = 2**63 - 1
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "unknown tag, or no sample yet"}
-}
-_BAD_PARAM: dict[int | str, dict[str, Any]] = {
-    422: {"model": Problem, "description": "invalid parameter"}
-}
+_UNKNOWN = (404, "unknown tag (or outside the caller's scopes)")
+_NO_SAMPLE = (404, "unknown tag (or outside the caller's scopes), or no sample yet")
 
 
 def tag_out(entry: CatalogEntry, labels: Mapping[int, str] | None = None) -> TagOut:
@@ -66,10 +88,12 @@ def tag_out(entry: CatalogEntry, labels: Mapping[int, str] | None = None) -> Tag
     )
 
 
-def build_hierarchy(catalog: TagCatalog) -> list[HierarchyNode]:
+def build_hierarchy(entries: Iterable[CatalogEntry]) -> list[HierarchyNode]:
+    """The tree of ``entries``: a node exists only above a tag that is listed (so a
+    caller's tree holds its scopes and the way down to them, nothing beside)."""
     roots: list[HierarchyNode] = []
     index: dict[str, HierarchyNode] = {}
-    for entry in catalog:
+    for entry in entries:
         parts = entry.path.split("/")
         siblings = roots
         for depth, name in enumerate(parts[:-1]):
@@ -92,13 +116,6 @@ def build_hierarchy(catalog: TagCatalog) -> list[HierarchyNode]:
             )
         )
     return roots
-
-
-def _entry(ctx_catalog: TagCatalog, path: str) -> CatalogEntry:
-    entry = ctx_catalog.by_path(path)
-    if entry is None:
-        raise ApiProblem(404, f"unknown tag {path!r}")
-    return entry
 
 
 def _last_values(catalog: TagCatalog, batch: Batch) -> list[LastValue]:
@@ -127,35 +144,59 @@ def _last_values(catalog: TagCatalog, batch: Batch) -> list[LastValue]:
     return out
 
 
-@router.get("/tags", summary="Every tag, optionally under a UNS path prefix")
+@router.get(
+    "/tags",
+    summary="Every tag the caller may see, optionally under a UNS path prefix",
+    responses=guarded(Resource.TAGS, Action.READ, 422),
+)
 async def list_tags(
     ctx: Ctx,
-    prefix: Annotated[str | None, Query(description="UNS path prefix, e.g. acme/plant1")] = None,
+    principal: TagsReader,
+    prefix: Annotated[
+        str | None, Query(max_length=1024, description="UNS path prefix, e.g. acme/plant1")
+    ] = None,
 ) -> list[TagOut]:
     labels = ctx.enum_labels()
-    return [tag_out(e, labels.get(e.tag_id)) for e in entries_under(ctx.catalog, prefix)]
+    return [
+        tag_out(e, labels.get(e.tag_id)) for e in visible_entries(ctx.catalog, principal, prefix)
+    ]
 
 
-@router.get("/hierarchy", summary="The ISA-95 tree: enterprise → … → equipment → tags")
-async def hierarchy(ctx: Ctx) -> list[HierarchyNode]:
-    return build_hierarchy(ctx.catalog)
+@router.get(
+    "/hierarchy",
+    summary="The ISA-95 tree: enterprise → … → equipment → tags (what the caller may see)",
+    responses=guarded(Resource.TAGS, Action.READ),
+)
+async def hierarchy(ctx: Ctx, principal: TagsReader) -> list[HierarchyNode]:
+    return build_hierarchy(visible_entries(ctx.catalog, principal))
 
 
-@router.get("/last", summary="Last value of every tag under a prefix, in one call")
+@router.get(
+    "/last",
+    summary="Last value of every tag under a prefix that the caller may see, in one call",
+    responses=guarded(Resource.TAGS, Action.READ, 422),
+)
 async def last_many(
     ctx: Ctx,
-    prefix: Annotated[str | None, Query(description="UNS path prefix; all tags if empty")] = None,
+    principal: TagsReader,
+    prefix: Annotated[
+        str | None, Query(max_length=1024, description="UNS path prefix; all tags if empty")
+    ] = None,
 ) -> LastValues:
-    ids = [e.tag_id for e in entries_under(ctx.catalog, prefix)]
+    ids = [e.tag_id for e in visible_entries(ctx.catalog, principal, prefix)]
     if not ids:
         return LastValues(values=[])
     batch = await asyncio.to_thread(ctx.store.last, ids)
     return LastValues(values=_last_values(ctx.catalog, batch))
 
 
-@router.get("/tags/{path:path}/last", summary="The newest sample of one tag", responses=_NOT_FOUND)
-async def last_one(path: str, ctx: Ctx) -> LastValue:
-    entry = _entry(ctx.catalog, path)
+@router.get(
+    "/tags/{path:path}/last",
+    summary="The newest sample of one tag",
+    responses=guarded(Resource.TAGS, Action.READ, _NO_SAMPLE, 422),
+)
+async def last_one(path: TagPath, request: Request, ctx: Ctx, principal: TagsReader) -> LastValue:
+    entry = scoped_entry(ctx, principal, path, request.url.path)
     batch = await asyncio.to_thread(ctx.store.last, [entry.tag_id])
     values = _last_values(ctx.catalog, batch)
     if not values:
@@ -181,18 +222,25 @@ def _time_param(name: str, text: str, now_ns: int) -> int:
 @router.get(
     "/tags/{path:path}/samples",
     summary="History of one tag: raw samples, or avg/min/max/count per time bucket",
-    responses={**_NOT_FOUND, **_BAD_PARAM},
+    responses=guarded(Resource.HISTORY, Action.READ, _UNKNOWN, 422),
     response_model=RawSamples | BucketedSamples,
 )
 async def samples(
-    path: str,
+    path: TagPath,
+    request: Request,
     ctx: Ctx,
+    principal: HistoryReader,
     from_: Annotated[
-        str, Query(alias="from", description="ISO 8601 or relative (-10m, now)")
+        str, Query(alias="from", pattern=TIME_PATTERN, max_length=64, description=_TIME_HELP)
     ] = "-15m",
-    to: Annotated[str, Query(description="ISO 8601 or relative (-10m, now)")] = "now",
+    to: Annotated[str, Query(pattern=TIME_PATTERN, max_length=64, description=_TIME_HELP)] = "now",
     bucket: Annotated[
-        str | None, Query(description="bucket width such as 10s or 1m; raw samples if absent")
+        str | None,
+        Query(
+            pattern=DURATION_PATTERN,
+            max_length=64,
+            description="bucket width such as 10s or 1m; raw samples if absent",
+        ),
     ] = None,
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="most raw samples returned (oldest first)")
@@ -202,7 +250,7 @@ async def samples(
         Query(description="with bucket: add time-weighted average and standard deviation"),
     ] = False,
 ) -> RawSamples | BucketedSamples:
-    entry = _entry(ctx.catalog, path)
+    entry = scoped_entry(ctx, principal, path, request.url.path)
     now = ctx.clock.now_ns()
     start = _time_param("from", from_, now)
     end = _time_param("to", to, now)
@@ -299,22 +347,27 @@ async def samples(
 @router.get(
     "/tags/{path:path}/interpolated",
     summary="Values of one tag at fixed intervals: the value in force, or linear",
-    responses={**_NOT_FOUND, **_BAD_PARAM},
+    responses=guarded(Resource.HISTORY, Action.READ, _UNKNOWN, 422),
 )
 async def interpolated_values(
-    path: str,
+    path: TagPath,
+    request: Request,
     ctx: Ctx,
-    interval: Annotated[str, Query(description="spacing of the instants, e.g. 1m")],
+    principal: HistoryReader,
+    interval: Annotated[
+        str,
+        Query(pattern=DURATION_PATTERN, max_length=64, description="spacing of the instants: 1m"),
+    ],
     from_: Annotated[
-        str, Query(alias="from", description="ISO 8601 or relative (-10m, now)")
+        str, Query(alias="from", pattern=TIME_PATTERN, max_length=64, description=_TIME_HELP)
     ] = "-15m",
-    to: Annotated[str, Query(description="ISO 8601 or relative (-10m, now)")] = "now",
+    to: Annotated[str, Query(pattern=TIME_PATTERN, max_length=64, description=_TIME_HELP)] = "now",
     method: Annotated[
         Literal["previous", "linear"],
         Query(description="previous: the value in force; linear: between the samples around"),
     ] = "previous",
 ) -> InterpolatedSamples:
-    entry = _entry(ctx.catalog, path)
+    entry = scoped_entry(ctx, principal, path, request.url.path)
     if entry.config.value_type is DataType.STRING:
         raise not_numeric(entry.path)
     now = ctx.clock.now_ns()
