@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from isthmus.connectors.sparkplug.edge import SparkplugEdge
     from isthmus.historian.maintenance import HistorianMaintenance
     from isthmus.historian.scheduled_export import ScheduledExport
+    from isthmus.security.tls import TlsFiles
     from isthmus.transport.mqtt import UnsPublisher
 
 log = logging.getLogger("isthmus")
@@ -310,7 +312,7 @@ async def _event_tick(events: EventLog) -> None:
 class _Server:
     """uvicorn without its own signal handling: the CLI owns signals."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, tls: TlsFiles | None = None) -> None:
         import uvicorn
 
         class Quiet(uvicorn.Server):
@@ -326,6 +328,9 @@ class _Server:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=1,
+            ssl_certfile=str(tls.certfile) if tls else None,
+            ssl_keyfile=str(tls.keyfile) if tls else None,
+            ssl_keyfile_password=tls.password if tls else None,
         )
         self.server = Quiet(config)
 
@@ -352,7 +357,12 @@ async def serve(
     from isthmus.api.app import create_app
 
     app = create_app(api_context(rt))
-    server = _Server(app, host, port)
+    tls = None
+    if rt.plant.api.tls is not None:  # checked now: never start on an unusable certificate
+        from isthmus.security.tls import resolve
+
+        tls = resolve(rt.plant.api.tls, rt.data_dir, host, rt.clock)
+    server = _Server(app, host, port, tls)
     await start_pipeline(rt)
     server_task = asyncio.create_task(server.serve(), name="api")
     try:
@@ -365,8 +375,8 @@ async def serve(
         # the collector's sight, so a full collection on the data path does not walk it
         # (tens of milliseconds with every module loaded: a latency spike).
         gc.freeze()
-        url = f"http://{host}:{port}"
-        _write_server_file(rt.data_dir, url)
+        url = f"{'https' if tls else 'http'}://{host}:{port}"
+        _write_server_file(rt.data_dir, url, tls.certfile if tls and tls.self_signed else None)
         if on_ready:
             on_ready(url)
         stop_wait = asyncio.create_task(stop.wait())
@@ -385,6 +395,7 @@ async def serve(
 def api_context(rt: Runtime) -> ApiContext:
     """What the API sees of the runtime; also leaves the local CLI token (mode 0600)."""
     from isthmus.api.context import ApiContext
+    from isthmus.security.audit import CONFIG_LOADED, AuditLog
     from isthmus.security.identity import (
         ADMIN_USERNAME,
         Identity,
@@ -394,6 +405,20 @@ def api_context(rt: Runtime) -> ApiContext:
         write_private,
     )
 
+    # Verified whole on opening: a tampered log stops the start (file, line, reason).
+    audit = AuditLog(rt.data_dir, clock=rt.clock, events=rt.events)
+    audit.append(
+        CONFIG_LOADED,
+        actor=None,
+        enterprise=rt.plant.uns_prefix(),
+        sources=len(rt.source_configs),
+        tags=sum(len(s.tags) for s in rt.source_configs),
+        sha256=hashlib.sha256(
+            "\n".join(
+                [rt.plant.model_dump_json()] + [s.model_dump_json() for s in rt.source_configs]
+            ).encode()
+        ).hexdigest(),
+    )
     identity = Identity.open(rt.data_dir, rt.plant.api.token_ttl, rt.clock)
     if identity.users.get(ADMIN_USERNAME) is not None:
         cli_tokens = TokenService(load_or_create_secret(rt.data_dir), CLI_TOKEN_TTL_S, rt.clock)
@@ -411,12 +436,17 @@ def api_context(rt: Runtime) -> ApiContext:
         source_status=rt.source_status,
         events=rt.events,
         enum_labels=rt.enum_labels,
+        audit=audit,
     )
 
 
-def _write_server_file(data_dir: Path, url: str) -> None:
+def _write_server_file(data_dir: Path, url: str, cafile: Path | None = None) -> None:
+    """``cafile``: the self-signed certificate a local client verifies the server with."""
     path = data_dir / SERVER_FILE
-    path.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    info: dict[str, Any] = {"url": url, "pid": os.getpid()}
+    if cafile is not None:
+        info["cafile"] = str(cafile.resolve())
+    path.write_text(json.dumps(info))
     os.chmod(path, 0o600)
 
 

@@ -18,6 +18,7 @@ from pydantic_core import PydanticUndefined
 from isthmus.connectors.registry import default_connectors
 from isthmus.model.config import (
     ApiConfig,
+    ApiTls,
     ExportConfig,
     NatsStreamConfig,
     PipelineConfig,
@@ -121,6 +122,16 @@ def reference() -> str:
         "## `api`",
         "",
         table(ApiConfig),
+        "",
+        "### `api.tls`",
+        "",
+        "HTTPS for the API and the control tower, with `Strict-Transport-Security`. Either "
+        "your certificate and key (PEM files; a relative path is taken from the directory "
+        "the server starts in) or `self_signed: true` (generated once in `DATA_DIR/tls/`, "
+        "mode 0600, renewed 30 days before it expires). A key's password comes from the "
+        "environment variable named by `key_password_env`, never from this file.",
+        "",
+        table(ApiTls),
         "",
         "## `pipeline`",
         "",

@@ -9,8 +9,9 @@ from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from isthmus.api.context import ApiContext
+from isthmus.api.headers import SecurityHeadersMiddleware, inline_script_csp
 from isthmus.api.problems import GuardMiddleware, install_problem_handlers
-from isthmus.api.routers import auth, events, health, stream, tags
+from isthmus.api.routers import audit, auth, events, health, stream, tags
 from isthmus.web import STATIC_DIR
 
 # The page loads only its own script and style and talks only to its own origin.
@@ -36,7 +37,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     install_problem_handlers(app)
     app.add_middleware(GuardMiddleware)
-    for module in (health, auth, tags, events, stream):
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: 500s get the headers too
+    for module in (health, auth, tags, events, stream, audit):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
@@ -48,13 +50,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="Isthmus API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
+        page.headers["Content-Security-Policy"] = inline_script_csp(bytes(page.body).decode())
+        return page
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")

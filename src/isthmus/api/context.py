@@ -11,6 +11,7 @@ from isthmus.model.catalog import TagCatalog
 from isthmus.model.clock import Clock
 from isthmus.observe.events import EventLog
 from isthmus.observe.metrics import Metrics
+from isthmus.security.audit import AuditLog
 from isthmus.security.identity import Identity
 from isthmus.transport.local import LocalTransport
 
@@ -46,6 +47,8 @@ class ApiContext:
     events: EventLog = field(default_factory=EventLog)
     enum_labels: Callable[[], Mapping[int, Mapping[int, str]]] = field(default=_no_labels)
     """Enumeration labels the sources read from their devices, per tag id."""
+    audit: AuditLog | None = None
+    """The tamper-evident audit log (None: this server keeps none; /api/audit says 503)."""
 
     def __post_init__(self) -> None:
         if self.started_ns == 0:

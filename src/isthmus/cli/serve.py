@@ -105,6 +105,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         http_port=args.http_port,
     )
+    if args.tls:
+        from isthmus.model.config import ApiTls
+
+        api = plant.api.model_copy(update={"tls": ApiTls(self_signed=True)})
+        plant = plant.model_copy(update={"api": api})
     sim = plant.simulator
     assert sim is not None
     for what, port in (
@@ -136,6 +141,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         def banner(url: str, user: str, password: str | None) -> None:
             console.rule("[bold]Isthmus demo[/bold]")
             console.print(f"  Control tower:  [bold][link={url}]{url}[/link][/bold]")
+            if args.tls:
+                cert = (data_dir / "tls" / "cert.pem").resolve()
+                console.print(
+                    f"  Self-signed certificate: {cert} (trust it, or accept the warning)"
+                )
             _print_credential(data_dir, user, password)
             console.print(
                 f"  Simulated plant: opc.tcp://{sim.host}:{sim.opcua_port}  "
@@ -175,6 +185,9 @@ def register(sub: Any) -> None:
     demo.add_argument("--opcua-port", type=int, default=None)
     demo.add_argument("--modbus-port", type=int, default=None)
     demo.add_argument("--seed", type=int, default=None)
+    demo.add_argument(
+        "--tls", action="store_true", help="HTTPS with a self-signed certificate in DATA_DIR/tls"
+    )
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", help="run a plant configuration against real devices")

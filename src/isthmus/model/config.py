@@ -260,10 +260,53 @@ class StorageConfig(Strict):
     )
 
 
+class ApiTls(Strict):
+    """HTTPS for the API and the UI: your certificate and key, or ``self_signed: true``
+    (generated once in ``DATA_DIR/tls/``).  A key's password comes from the environment
+    variable named by ``key_password_env``, never from this file."""
+
+    cert: str | None = Field(
+        default=None, description="PEM certificate (with its chain); relative: to the working dir"
+    )
+    key: str | None = Field(default=None, description="PEM private key of the certificate")
+    key_password_env: str | None = Field(
+        default=None, description="environment variable holding the key's password, if any"
+    )
+    self_signed: bool = Field(
+        default=False, description="generate and reuse a self-signed certificate instead"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiTls:
+        if self.self_signed:
+            if self.cert is not None or self.key is not None:
+                raise ValueError("give either cert and key, or self_signed: true, not both")
+        elif self.cert is None or self.key is None:
+            raise ValueError("give cert and key (PEM files), or self_signed: true")
+        if self.self_signed and self.key_password_env is not None:
+            raise ValueError("key_password_env is for your own key, not a self-signed one")
+        return self
+
+
+UserRole = Literal["viewer", "operator", "engineer", "supervisor", "security_admin", "admin"]
+"""The six roles of ``isthmus.security.rbac.Role`` (OPC UA Part 3 mapping in the docs)."""
+
+
+class LockoutConfig(Strict):
+    """After ``attempts`` failed logins (each within ``minutes`` of the previous one) a
+    username is locked for ``minutes``."""
+
+    attempts: int = Field(default=5, ge=1, le=1000, description="failed logins before a lockout")
+    minutes: float = Field(default=15.0, gt=0, le=7 * 24 * 60, description="lockout length")
+
+
 class ApiConfig(Strict):
     host: str = Field(default="127.0.0.1", description="listen address (0.0.0.0: all)")
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port of API and UI")
     token_ttl: Duration = Field(default=12 * 3600.0, description="lifetime of a login token")
+    tls: ApiTls | None = Field(
+        default=None, description="HTTPS (with HSTS): {cert, key} or {self_signed: true}"
+    )
 
 
 class PipelineConfig(Strict):

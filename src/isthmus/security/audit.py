@@ -54,7 +54,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -219,37 +219,39 @@ class _Bad(Exception):
         self.reason = reason
 
 
+_MAC_PREFIX = b',"mac":"'
+_MAC_SUFFIX_LEN = len(_MAC_PREFIX) + 64 + 2  # ,"mac":"<64 hex>"}
+_HEX = frozenset(b"0123456789abcdef")
+
+
 def _check_record(key: bytes, raw: bytes, seq: int, prev: str) -> dict[str, Any]:
     """The record on ``raw`` (one line without its newline) if it is record ``seq``
-    following a record whose mac is ``prev``; else ValueError with the reason."""
-    try:
-        rec = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ValueError("not a JSON record (damaged)") from None
-    if not isinstance(rec, dict) or tuple(rec) != FIELDS:
-        raise ValueError(f"not an audit record: the fields must be {', '.join(FIELDS)}")
-    types_ok = (
-        type(rec["seq"]) is int
-        and isinstance(rec["ts"], str)
-        and type(rec["ts_ns"]) is int
-        and isinstance(rec["action"], str)
-        and (rec["actor"] is None or isinstance(rec["actor"], str))
-        and isinstance(rec["outcome"], str)
-        and isinstance(rec["details"], dict)
-        and isinstance(rec["prev"], str)
-        and isinstance(rec["mac"], str)
-    )
-    if not types_ok:
-        raise ValueError("a field has the wrong type")
-    try:
-        canonical = _dumps(rec)
-    except ValueError:
-        canonical = b""
-    if canonical != raw:
-        raise ValueError("not in canonical form (edited by hand?)")
-    body = {k: rec[k] for k in FIELDS[:-1]}
-    if not hmac.compare_digest(rec["mac"], _hmac(key, _RECORD_DOMAIN, body)):
+    following a record whose mac is ``prev``; else ValueError with the reason.
+
+    The writer encodes the record without ``mac`` canonically, MACs those bytes, and
+    splices ``,"mac":"<hex>"`` before the closing brace: so the MAC is checked over the
+    stored bytes themselves (no re-encoding), and no byte of a line can change unseen."""
+    suffix = raw[-_MAC_SUFFIX_LEN:]
+    if (
+        len(raw) <= _MAC_SUFFIX_LEN
+        or not suffix.startswith(_MAC_PREFIX)
+        or not suffix.endswith(b'"}')
+        or not _HEX.issuperset(suffix[len(_MAC_PREFIX) : -2])
+    ):
+        raise ValueError("not an audit record: it does not end with its mac (damaged)")
+    mac = suffix[len(_MAC_PREFIX) : -2].decode("ascii")
+    body = raw[:-_MAC_SUFFIX_LEN] + b"}"
+    expected = hmac.new(key, _RECORD_DOMAIN + body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(mac, expected):
         raise ValueError("the mac does not match: the record was edited or not written by us")
+    try:
+        rec = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ValueError("not a JSON record, yet its mac matches: the key leaked?") from None
+    if not isinstance(rec, dict) or tuple(rec) != FIELDS or rec["mac"] != mac:
+        raise ValueError(f"not an audit record: the fields must be {', '.join(FIELDS)}")
+    if type(rec["seq"]) is not int or not isinstance(rec["prev"], str):
+        raise ValueError("a field has the wrong type")
     if rec["seq"] != seq:
         raise ValueError(
             f"sequence {rec['seq']} where {seq} was expected: "
@@ -518,11 +520,13 @@ def query_records(
     *,
     after_seq: int = 0,
     newest_first: bool = False,
+    where: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Records with ``since_ns <= ts_ns <= until_ns`` (both inclusive) and ``seq >
     after_seq``; ``action`` matches that action or any below it (``auth`` matches
-    ``auth.login``).  Oldest first, at most ``limit`` (the newest ``limit``, newest first,
-    with ``newest_first``).  Reads the whole log: O(records)."""
+    ``auth.login``); ``where`` filters further (a caller's scopes).  Oldest first, at
+    most ``limit`` (the newest ``limit``, newest first, with ``newest_first``).  Reads
+    the whole log: O(records)."""
     if limit <= 0:
         return []
     out: list[dict[str, Any]] = []
@@ -531,6 +535,8 @@ def query_records(
         if not isinstance(seq, int) or seq <= after_seq:
             continue
         if not _matches(rec, since_ns, until_ns, action, actor, outcome):
+            continue
+        if where is not None and not where(rec):
             continue
         out.append(rec)
         if newest_first:
@@ -796,8 +802,9 @@ class AuditLog:
             "details": _plain(details),
             "prev": tail.mac,
         }
-        record["mac"] = _hmac(self._key, _RECORD_DOMAIN, record)
-        line = _dumps(record) + b"\n"
+        body = _dumps(record)
+        record["mac"] = hmac.new(self._key, _RECORD_DOMAIN + body, hashlib.sha256).hexdigest()
+        line = body[:-1] + _MAC_PREFIX + record["mac"].encode() + b'"}\n'
         start = tail.offset if segment == tail.segment else 0
         lines = tail.lines if segment == tail.segment else 0
         fd = self._segment_fd(segment)
@@ -832,6 +839,7 @@ class AuditLog:
         *,
         after_seq: int = 0,
         newest_first: bool = False,
+        where: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
         """See :func:`query_records`."""
         return query_records(
@@ -844,6 +852,7 @@ class AuditLog:
             limit,
             after_seq=after_seq,
             newest_first=newest_first,
+            where=where,
         )
 
     def export(

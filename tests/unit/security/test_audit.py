@@ -245,6 +245,7 @@ def test_export_jsonl_and_csv(tmp_path: Path) -> None:
 _FULL_DISK_CHILD = """
 import json, resource, signal, sys
 from pathlib import Path
+from isthmus.observe.events import EventLog
 from isthmus.security.audit import AuditLog, AuditUnavailable, _segments
 data = Path(sys.argv[1])
 events = EventLog()
