@@ -27,15 +27,15 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, WebSocket, WebSocketException
+import fastapi.routing
+from fastapi import Depends, FastAPI, WebSocket, WebSocketException
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
-from starlette.routing import BaseRoute
 
 from isthmus.api.context import ApiContext
 from isthmus.api.problems import ApiProblem, problem_responses
@@ -335,14 +335,17 @@ class RouteGuard:
         return self.permission is not None or self.signed_in or self.public is not None
 
 
-def route_guard(route: BaseRoute) -> RouteGuard | None:
-    """The declared guard of an API route (HTTP or WebSocket); None for what is not an
-    API route (static mounts, the OpenAPI document).  ``declared`` is False when the
-    route declared nothing; a route that declares two guards is an error."""
-    if isinstance(route, APIRoute):
+def route_guard(route: Any) -> RouteGuard | None:
+    """The declared guard of an API route (HTTP or WebSocket), given as an app route or
+    as FastAPI's route context (what ``app.routes`` holds for an included router: the
+    route with its prefix and the router's dependencies); None for what is not an API
+    route (static mounts, the OpenAPI document).  ``declared`` is False when the route
+    declared nothing; a route that declares two guards is an error."""
+    original = getattr(route, "original_route", route)
+    if isinstance(original, APIRoute):
         methods = tuple(sorted(route.methods or ()))
         summary = route.summary or route.name
-    elif isinstance(route, APIWebSocketRoute):
+    elif isinstance(original, APIWebSocketRoute):
         methods = ("WEBSOCKET",)
         summary = route.name
     else:
@@ -353,6 +356,8 @@ def route_guard(route: BaseRoute) -> RouteGuard | None:
     stack = [route.dependant]
     while stack:
         dependant = stack.pop()
+        if dependant is None:
+            continue
         call = dependant.call
         if call is not None:
             if (mark := getattr(call, PERMISSION_ATTR, None)) is not None:
@@ -362,17 +367,25 @@ def route_guard(route: BaseRoute) -> RouteGuard | None:
             if (why := getattr(call, PUBLIC_ATTR, None)) is not None:
                 publics.append(why)
         stack.extend(dependant.dependencies)
+    path = route.path_format or route.path
     kinds = len(set(permissions)) + int(signed_in) + len(set(publics))
     if kinds > 1:
-        raise ValueError(f"{route.path} declares {kinds} guards: declare exactly one")
+        raise ValueError(f"{path} declares {kinds} guards: declare exactly one")
     return RouteGuard(
-        path=route.path,
+        path=path,
         methods=methods,
         permission=permissions[0] if permissions else None,
         signed_in=signed_in and not permissions,
         public=publics[0] if publics else None,
         summary=summary,
     )
+
+
+def route_guards(app: FastAPI) -> list[RouteGuard]:
+    """The guard of every API route of ``app``, HTTP and WebSocket, in routing order."""
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)  # FastAPI >= 0.160
+    routes: Iterable[Any] = app.routes if iterate is None else iterate(app.routes)
+    return [guard for route in routes if (guard := route_guard(route)) is not None]
 
 
 # --------------------------------------------------------------------------- legacy
