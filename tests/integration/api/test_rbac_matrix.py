@@ -34,12 +34,14 @@ from websockets.exceptions import ConnectionClosed
 from isthmus.api.deps import RouteGuard, route_guards
 from isthmus.model.batch import Batch
 from isthmus.model.clock import ManualClock
+from isthmus.model.config import CommandsConfig
 from isthmus.model.events import Severity
 from isthmus.model.quality import Quality
 from isthmus.security.audit import AuditLog
-from isthmus.security.rbac import MATRIX, Role, on_scope_path
+from isthmus.security.commands import build_gate
+from isthmus.security.rbac import MATRIX, Role, may_command, on_scope_path
 
-from .plant import COUNT, POWER, PREFIX, RUNNING, TEMPERATURE, Plant, build_plant
+from .plant import COUNT, POWER, PREFIX, RUNNING, TAGS, TEMPERATURE, Plant, build_plant
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +52,9 @@ INSIDE = [POWER]
 OUTSIDE = [TEMPERATURE, RUNNING, COUNT]
 UNKNOWN = f"{SCOPE}/power/main/meter9/power"  # in the scope's shape, but no such tag
 SECRET = "a long and uncommon passphrase 42"
+CRITICALITY = {
+    cfg_path: cfg.criticality for _, cfg in TAGS for cfg_path in [f"{PREFIX}/{cfg.path}"]
+}
 
 
 # ---------------------------------------------------------------------------- the plant
@@ -74,9 +79,16 @@ def clock() -> ManualClock:
     return ManualClock(start_ns=T0)
 
 
+# The test plant's tags, the temperature (criticality high, outside the scope) writable.
+RBAC_TAGS = [
+    (source, cfg.model_copy(update={"writable": True}) if cfg.path.endswith("temperature") else cfg)
+    for source, cfg in TAGS
+]
+
+
 @pytest.fixture
 def plant(tmp_path: Path, clock: ManualClock) -> Iterator[Plant]:
-    plant = build_plant(tmp_path, clock)
+    plant = build_plant(tmp_path, clock, tags=RBAC_TAGS)
     ids = plant.ids
     for k, path in enumerate([*INSIDE, *OUTSIDE]):
         n = np.arange(30)
@@ -86,6 +98,10 @@ def plant(tmp_path: Path, clock: ManualClock) -> Iterator[Plant]:
     audit = AuditLog(tmp_path, clock=clock)
     plant.ctx.audit = audit
     plant.ctx.identity.audit = audit
+    # The command gate, without a commander: what matters here is who may ask for what.
+    gate, _ = build_gate(CommandsConfig(), plant.ctx.catalog, [], plant.store, tmp_path, clock)
+    gate.audit = audit
+    plant.ctx.commands = gate
     events = plant.ctx.events
     events.raise_event("tag.flatline", "meter", "no change for 1 h", tag=POWER)
     events.raise_event("tag.flatline", "plc1", "no change for 1 h", tag=TEMPERATURE)
@@ -178,7 +194,7 @@ def example_value(name: str, schema: dict[str, Any], components: dict[str, Any],
     schema = _resolve(schema, components)
     if "anyOf" in schema:
         schema = _resolve(next(s for s in schema["anyOf"] if s.get("type") != "null"), components)
-    if name in ("tag", "path"):
+    if name in ("tag", "path", "command_id"):
         return tag
     if name == "interval":
         return "1m"
@@ -211,34 +227,61 @@ class Request:
     params: dict[str, Any]
     body: Any
     tag: str | None
-    """The tag the request names (path parameter or body field), if any."""
+    """The tag the request is about (named in the path or the body, or the tag of the
+    command it names), if any."""
+    key: str | None = None
+    """What names the object in the URL or body (a tag path, a command id)."""
+    unknown_key: str | None = None
+    """The same, for an object that does not exist."""
+
+    def twin(self) -> Request:
+        """This request for an object that does not exist."""
+        assert self.key is not None and self.unknown_key is not None
+        body = json.loads(json.dumps(self.body).replace(self.key, self.unknown_key))
+        url = self.url.replace(self.key, self.unknown_key)
+        return Request(self.method, url, self.params, body, None, self.unknown_key)
 
 
-def requests_for(op: Operation, components: dict[str, Any]) -> list[Request]:
+NO_COMMAND = "no-such-command-1"
+
+
+def requests_for(
+    op: Operation, components: dict[str, Any], commands: dict[str, str]
+) -> list[Request]:
+    """The requests of one operation: one per tag (inside, outside, unknown) when it names
+    a tag, one per command (on a tag inside, outside, unknown) when it names a command."""
     params = op.spec.get("parameters", [])
     body_schema = (
         op.spec.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
     )
-    names_tag = any(p["name"] in ("path", "tag") and p["in"] == "path" for p in params) or (
-        body_schema is not None and "tag" in _resolve(body_schema, components).get("properties", {})
+    path_names = {p["name"] for p in params if p["in"] == "path"}
+    body_names = (
+        set(_resolve(body_schema, components).get("properties", {})) if body_schema else set()
     )
-    tags: list[str | None] = [*INSIDE, *OUTSIDE, UNKNOWN] if names_tag else [None]
+    variants: list[tuple[str | None, str | None, str | None]]  # key, its tag, unknown key
+    if "path" in path_names or "tag" in path_names | body_names:
+        variants = [(t, t, UNKNOWN) for t in [*INSIDE, *OUTSIDE]] + [(UNKNOWN, None, None)]
+    elif "command_id" in path_names:
+        variants = [(cid, tag, NO_COMMAND) for cid, tag in commands.items()]
+        variants.append((NO_COMMAND, None, None))
+    else:
+        variants = [(None, None, None)]
     out = []
-    for tag in tags:
+    for key, tag, unknown_key in variants:
         url = op.path
         query: dict[str, Any] = {}
         for p in params:
-            value = example_value(p["name"], p.get("schema", {}), components, tag or "")
+            value = example_value(p["name"], p.get("schema", {}), components, key or "")
             if p["in"] == "path":
                 url = url.replace("{" + p["name"] + "}", str(value))
             elif p["in"] == "query" and p.get("required"):
                 query[p["name"]] = value
         body = None
         if body_schema is not None:
-            body = example_value("body", body_schema, components, tag or "")
-        out.append(Request(op.method.upper(), url, query, body, tag))
-        if any(p["name"] == "prefix" for p in params):  # a list under an outside prefix
-            out.append(Request("GET", url, {"prefix": f"{PREFIX}/packaging"}, None, None))
+            body = example_value("body", body_schema, components, key or "")
+        out.append(Request(op.method.upper(), url, query, body, tag, key, unknown_key))
+    if "prefix" in {p["name"] for p in params}:  # a list under an outside prefix
+        out.append(Request("GET", op.path, {"prefix": f"{PREFIX}/packaging"}, None, None))
     return out
 
 
@@ -276,6 +319,14 @@ def judge(
             tally.bypasses.append(f"{where}: the matrix refuses {guard.permission}")
         tally.forbidden += 1
         return
+    commanded = req.method != "GET" and req.tag in CRITICALITY  # the criticality too
+    if commanded and not may_command(caller.role, CRITICALITY[req.tag or ""]):
+        if r.status_code < 300:
+            tally.bypasses.append(f"{where}: commanded a {CRITICALITY[req.tag or '']} tag")
+        elif r.status_code == 403 and (not caller.scopes or req.tag in INSIDE):
+            return  # refused for the criticality: right
+    if r.status_code == 403 and r.json().get("reason") == "self_approval":
+        return  # nobody approves their own command: right
     if r.status_code in (401, 403):
         tally.wrong_refusals.append(f"{where}: {r.text[:200]}")
         return
@@ -288,17 +339,20 @@ def judge(
     if req.tag in OUTSIDE:
         if r.status_code < 300:
             tally.bypasses.append(f"{where}: acted on a tag outside the scope")
-        elif unknown is not None and req.method == "GET" and not _alike(r, unknown, req.tag):
+        elif unknown is not None and not _alike(r, unknown, req):
             tally.bypasses.append(f"{where}: answers unlike an unknown tag ({r.text[:200]})")
     if req.tag in INSIDE and req.method == "GET" and r.status_code == 404:
         tally.wrong_refusals.append(f"{where}: an in-scope tag is hidden")
 
 
-def _alike(r: httpx.Response, unknown: httpx.Response, tag: str) -> bool:
-    return r.status_code == unknown.status_code and _shape(r, tag) == _shape(unknown, UNKNOWN)
+def _alike(r: httpx.Response, unknown: httpx.Response, req: Request) -> bool:
+    assert req.key is not None and req.unknown_key is not None
+    return r.status_code == unknown.status_code and _shape(r, req.key) == _shape(
+        unknown, req.unknown_key
+    )
 
 
-def _shape(r: httpx.Response, tag: str) -> Any:
+def _shape(r: httpx.Response, key: str) -> Any:
     """A problem with the tag's name and the URL taken out: what must not differ between
     an out-of-scope tag and an unknown one."""
     try:
@@ -308,7 +362,7 @@ def _shape(r: httpx.Response, tag: str) -> Any:
     if isinstance(body, dict):
         body = {k: v for k, v in body.items() if k != "instance"}
         if isinstance(body.get("detail"), str):
-            body["detail"] = body["detail"].replace(tag, "<tag>")
+            body["detail"] = body["detail"].replace(key, "<key>")
     return body
 
 
@@ -316,6 +370,18 @@ async def call(client: httpx.AsyncClient, req: Request, caller: Caller) -> httpx
     return await client.request(
         req.method, req.url, params=req.params, json=req.body, headers=caller.headers
     )
+
+
+async def seed_commands(client: httpx.AsyncClient, admin: Caller) -> dict[str, str]:
+    """One command on a tag inside the scope and one outside (no commander: they fail,
+    and stay listed): command id → its tag."""
+    out = {}
+    for tag in (POWER, TEMPERATURE):
+        body = {"tag": tag, "value": 20.0, "reason": "seed"}
+        r = await client.post("/api/commands", json=body, headers=admin.headers)
+        assert r.status_code == 201, r.text
+        out[r.json()["id"]] = tag
+    return out
 
 
 def rbac_denials(audit: AuditLog) -> int:
@@ -347,19 +413,20 @@ async def test_rbac_matrix_over_every_openapi_route(plant: Plant, app: FastAPI) 
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as client:
+        commands = await seed_commands(
+            client, next(c for c in callers if c.label == "user admin-all")
+        )
         for op in ops:
             if op.guard.public is not None:
                 continue
             tested.add(f"{op.method.upper()} {op.path}")
             if op.path.startswith("/api/auth/"):
                 login_all(plant, callers)  # an earlier one may have logged out
-            for req in requests_for(op, components):
+            for req in requests_for(op, components, commands):
                 for caller in callers:
                     unknown = None
                     if req.tag in OUTSIDE:
-                        twin = Request(req.method, req.url.replace(req.tag, UNKNOWN),
-                                       req.params, req.body, UNKNOWN)  # fmt: skip
-                        unknown = await call(client, twin, caller)
+                        unknown = await call(client, req.twin(), caller)
                     r = await call(client, req, caller)
                     judge(tally, op, req, caller, r, unknown)
     await asyncio.sleep(0.2)  # scope refusals are audited without delaying the answer
