@@ -23,7 +23,7 @@ from isthmus.connectors.base import Source
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
 
-ADMIN_PASSWORD = "test-admin-password-1"
+ADMIN_PASSWORD = "Tower-Test-Secret-4711"
 
 
 def free_port() -> int:

@@ -36,7 +36,7 @@ from tests.integration.historian.pg_cluster import PgCluster
 from tests.support import free_port
 
 ENTERPRISE = "acme"
-ADMIN_PASSWORD = "fault-admin-password-1"
+ADMIN_PASSWORD = "Fault-Test-Secret-4711"
 
 
 def tag_paths(n_tags: int) -> list[str]:
