@@ -14,24 +14,42 @@ Contract of :meth:`Source.run`:
   (``BAD_COMMUNICATION_ERROR``) and the time of the failure, logs one event, and
   reconnects with capped exponential backoff;
 * counts what it reads and rejects in ``ctx.metrics`` under ``source.<name>.*``.
+
+A source whose protocol can write is also a :class:`Commander` (``write`` and
+``read_back``); the command gate is its only caller.  Contract of a command:
+
+* ``value`` is an engineering value: the tag's scale/offset are applied inversely on
+  write (``raw = (value - offset) / scale``) and forward on read back;
+* an integer target takes the raw value rounded half away from zero
+  (:func:`round_half_away`); a raw value outside the target type is refused before
+  anything is sent (outcome ``failed``);
+* ``write`` sends exactly one request and never retries it, never reads back;
+* every failure raises :class:`CommandWriteError` whose ``outcome`` says what the
+  device may have done: ``failed`` (nothing reached it, or it answered with a refusal)
+  or ``uncertain`` (the request may have reached it: the connection dropped after
+  sending, or no answer came in time).  Never a success when in doubt;
+* ``read_back`` reads the device again (not the last polled or subscribed sample) and
+  returns ``None`` when it cannot, so the result stays ``uncertain``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from isthmus.model.batch import Batch
 from isthmus.model.clock import Clock, SystemClock
-from isthmus.model.config import SourceConfig, TagConfig
+from isthmus.model.config import DataType, SourceConfig, TagConfig
+from isthmus.model.errors import IsthmusError
 from isthmus.model.events import Severity
 from isthmus.model.quality import Quality
 from isthmus.net.backoff import Backoff
@@ -84,6 +102,119 @@ class Source(Protocol):
 
 
 SourceFactory = Callable[[SourceConfig, Sequence[BoundTag[TagConfig]], SourceContext], Source]
+
+Value = float | int | bool | str
+"""A command's value (engineering units) and a read back."""
+
+Outcome = Literal["failed", "uncertain"]
+
+
+class CommandWriteError(IsthmusError):
+    """A command's write did not succeed.  ``outcome``: ``"failed"`` when nothing reached
+    the device or the device answered with a refusal (unknown or read-only tag, a value
+    that does not fit, not connected, an exception or Bad status answer); ``"uncertain"``
+    when the request may have reached the device (the connection dropped after it was
+    sent, or the answer did not come in time): it may have been applied."""
+
+    def __init__(self, message: str, outcome: Outcome = "failed") -> None:
+        super().__init__(message)
+        self.outcome: Outcome = outcome
+
+
+@runtime_checkable
+class Commander(Protocol):
+    """A source that can write (see the module docstring for the contract).  ``tag``: a
+    tag id, full UNS path or tag-map path (:func:`tag_index`)."""
+
+    name: str
+
+    async def write(self, tag: str | int, value: Value) -> None: ...
+
+    async def read_back(self, tag: str | int, timeout: float) -> Value | None: ...  # noqa: ASYNC109
+
+
+INTEGER_TYPES = frozenset(
+    {
+        DataType.INT16,
+        DataType.UINT16,
+        DataType.INT32,
+        DataType.UINT32,
+        DataType.INT64,
+        DataType.UINT64,
+    }
+)
+INT_LIMITS: dict[DataType, tuple[int, int]] = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+    DataType.INT64: (-(2**63), 2**63 - 1),
+    DataType.UINT64: (0, 2**64 - 1),
+}
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def round_half_away(raw: float) -> int:
+    """``raw`` rounded to the nearest integer, halves away from zero (2.5 → 3, -2.5 → -3):
+    how every connector turns a raw value into an integer register."""
+    return int(math.copysign(math.floor(abs(raw) + 0.5), raw))
+
+
+def scaled(config: TagConfig) -> bool:
+    """Whether the tag has a scale or an offset (engineering ≠ raw)."""
+    return config.scale != 1 or config.offset != 0
+
+
+def raw_number(config: TagConfig, value: Value) -> float | int:
+    """The raw number of engineering ``value`` (inverse scale/offset): exact for an int
+    when the tag is not scaled (64-bit integers stay exact), a float otherwise.  Raises
+    ``ValueError`` for text, a non-finite number or a zero scale."""
+    if isinstance(value, str):
+        raise ValueError(f"{value!r} is text, not a number")
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number")
+    if not scaled(config):
+        return value
+    if config.scale == 0:
+        raise ValueError(f"scale is 0: no raw value gives {value!r}")
+    raw = (float(value) - config.offset) / config.scale
+    if not math.isfinite(raw):
+        raise ValueError(f"{value!r} gives a raw value that is not finite")
+    return raw
+
+
+def raw_integer(config: TagConfig, value: Value, data_type: DataType) -> int:
+    """The raw integer of engineering ``value`` for an integer target ``data_type``:
+    inverse scale/offset, rounded half away from zero; ``ValueError`` outside the type."""
+    raw = raw_number(config, value)
+    as_int = raw if isinstance(raw, int) else round_half_away(raw)
+    low, high = INT_LIMITS[data_type]
+    if not low <= as_int <= high:
+        shown = f"{value!r}" if as_int == value else f"{value!r} (raw {as_int})"
+        raise ValueError(f"{shown} is outside the {data_type.value} range [{low}, {high}]")
+    return as_int
+
+
+def engineering(config: TagConfig, raw: float | int | bool | str) -> Value:
+    """The engineering value of a raw value read back: forward scale/offset; typed by the
+    tag (a bool tag gives a bool, an unscaled integer tag an int, a string tag text)."""
+    if isinstance(raw, str):
+        return raw
+    if config.data_type is DataType.BOOL:
+        return bool(raw)
+    if scaled(config):
+        return float(raw) * config.scale + config.offset
+    if config.data_type in INTEGER_TYPES:
+        if isinstance(raw, bool):
+            return int(raw)
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        return raw
+    return float(raw)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -140,11 +140,26 @@ class SourceConfig(Strict):
     def _name(cls, value: str) -> str:
         return check_segment(value)
 
+    can_command: ClassVar[bool] = False
+    """Whether this connector's source writes (a ``Commander``); connectors that do set
+    it.  On one that does not, a ``writable: true`` tag is a configuration error."""
+
     def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
-        """References inside this source that point nowhere, as (location below the
-        source, message): the loader reports them with file, line and field.  A connector
-        whose config refers to its own tags (MQTT value maps) overrides this."""
-        return []
+        """References inside this source that point nowhere (or promise what the
+        connector cannot do), as (location below the source, message): the loader reports
+        them with file, line and field.  A connector whose config refers to its own tags
+        (MQTT value maps) extends this."""
+        if type(self).can_command:
+            return []
+        return [
+            (
+                ("tags", t, "writable"),
+                f"source type {self.type!r} cannot write to its device: "
+                "remove writable: true (no command could reach this tag)",
+            )
+            for t, tag in enumerate(self.tags)
+            if tag.writable
+        ]
 
 
 DAY_S = 86400.0

@@ -14,9 +14,8 @@ from pymodbus.simulator import SimData, SimDevice
 
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig
-from isthmus.connectors.modbus.errors import WriteNotConfirmed, WriteRefused
+from isthmus.connectors.modbus.errors import WriteRefused
 from isthmus.connectors.modbus.source import ModbusSource
-from isthmus.connectors.modbus.writes import WriteFunction, WriteRequest
 from isthmus.model.batch import Batch
 from tests.integration.connectors.test_modbus_source import free_port, running
 from tests.support import Collector
@@ -107,7 +106,7 @@ async def test_strings_are_read_written_and_read_back(
         batch = await collector.wait_for(lambda b: len(b) == 4 and not b.quality.any())
         assert values(batch) == {SERIAL: "SN-0042", RECIPE: "INIT", SWAPPED: "PUMP", SPEED: 1450.0}
 
-        await source.write("a/l/c/e/recipe", "LAGER-33CL-V2")  # FC 16, read back and compared
+        await source.write("a/l/c/e/recipe", "LAGER-33CL-V2")  # FC 16
         assert [int(v) for v in await srv.async_getValues(1, 3, 0, 8)] == ascii_registers(
             b"LAGER-33CL-V2", 8
         )
@@ -120,18 +119,15 @@ async def test_strings_are_read_written_and_read_back(
             await source.write("a/l/c/e/recipe", 3.0)
 
 
-async def test_read_back_difference_names_the_text(
+async def test_read_back_gives_the_text_the_device_holds(
     server: tuple[ModbusTcpServer, int],
 ) -> None:
-    _srv, port = server
+    srv, port = server
     collector = Collector()
     source = make_source(port, collector)
     async with running(source):
         await collector.wait_for(lambda b: len(b) == 4 and not b.quality.any())
-        # A request whose words differ from the text: the comparison fails, the error
-        # carries the text read back.
-        cfg = source.tag("a/l/c/e/recipe").config
-        wanted = WriteRequest(WriteFunction.REGISTERS, 0, tuple(ascii_registers(b"OTHER", 8)))
-        with pytest.raises(WriteNotConfirmed) as err:
-            await source._verify(cfg, wanted)
-        assert err.value.read_back == "INIT"
+        # a fresh read of the registers (the command gate compares it with the command)
+        assert await source.read_back("a/l/c/e/recipe", 1.0) == "INIT"
+        await srv.async_setValues(1, 3, 0, ascii_registers(b"OTHER", 8))
+        assert await source.read_back("a/l/c/e/recipe", 1.0) == "OTHER"

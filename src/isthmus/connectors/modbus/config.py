@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -108,6 +108,7 @@ class ModbusTagConfig(PolledTagConfig):
 
 
 class ModbusSourceConfig(PolledSourceConfig):
+    can_command: ClassVar[bool] = True  # the source is a Commander
     type: Literal["modbus"] = "modbus"
     host: str = Field(description="the device or gateway (name or IP address)")
     port: int = Field(default=502, ge=1, le=65535, description="TCP port")
@@ -121,7 +122,11 @@ class ModbusSourceConfig(PolledSourceConfig):
     device_identification: bool = Field(
         default=True, description="read function 43/14 (device identification) on connect"
     )
-    verify_writes: bool = Field(default=True, description="read back every write and compare")
+    verify_writes: bool = Field(
+        default=True,
+        description="ignored (kept so older files load): the command gate reads every "
+        "command back (read_back) and compares",
+    )
     reconnect_max: Duration = Field(default=30.0, description="cap of the reconnect backoff")
     tags: list[ModbusTagConfig] = Field(  # type: ignore[assignment]
         default_factory=list, description="the register map"

@@ -500,3 +500,29 @@ def encode_value(
     if Order(byte_order) == Order.LITTLE:
         return [int.from_bytes(w, "little") for w in words]
     return [int.from_bytes(w, "big") for w in words]
+
+
+def decode_value(
+    data_type: DataType | str,
+    words: Sequence[int],
+    word_order: Order | str = Order.BIG,
+    byte_order: Order | str = Order.BIG,
+) -> float | int:
+    """One value from its registers (the inverse of :func:`encode_value`), exact: an
+    integer type gives a Python int (64-bit values beyond 2**53 included), a real a
+    float.  ``ValueError`` if there are too few registers."""
+    data_type = DataType(data_type)
+    if data_type == DataType.BOOL:
+        if not words:
+            raise ValueError("no register")
+        return int(words[0] != 0)
+    fmt = _STRUCT[data_type]
+    width = REGISTER_WIDTH[data_type]
+    if len(words) < width:
+        raise ValueError(f"{len(words)} register(s), {data_type.value} needs {width}")
+    little = Order(byte_order) == Order.LITTLE
+    parts = [int(w).to_bytes(2, "little" if little else "big") for w in words[:width]]
+    if Order(word_order) == Order.LITTLE:
+        parts.reverse()
+    value: float | int = struct.unpack(fmt, b"".join(parts))[0]
+    return value

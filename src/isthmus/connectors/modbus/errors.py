@@ -1,33 +1,30 @@
-"""Errors of Modbus writes (the command path): raised by :meth:`ModbusSource.write`."""
+"""Errors of Modbus writes (the command path): raised by :meth:`ModbusSource.write`.
+
+Each is a :class:`~isthmus.connectors.base.CommandWriteError`; its ``outcome`` says
+whether the device may have applied the write (see the README's "Commands")."""
 
 from __future__ import annotations
 
-from isthmus.model.errors import IsthmusError
+from isthmus.connectors.base import CommandWriteError, Outcome
 
 
-class ModbusWriteError(IsthmusError):
-    """A write to a Modbus device did not happen, or did not take effect."""
+class ModbusWriteError(CommandWriteError):
+    """A write to a Modbus device did not succeed."""
 
 
 class WriteRefused(ModbusWriteError):
-    """Refused before anything was sent: unknown or read-only tag, a value that does
-    not fit the tag's data type, a read-only register kind."""
+    """Refused before anything was sent (outcome ``failed``): unknown or read-only tag,
+    a value that does not fit the tag's data type, a read-only register kind."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "failed")
 
 
 class WriteFailed(ModbusWriteError):
-    """Sent, but the device answered with an exception, did not answer in time, or the
-    connection is down.  ``code`` is the Modbus exception code (``None``: no answer)."""
+    """Not connected (``failed``), the device answered with an exception (``failed``;
+    ``code`` is the Modbus exception code), or the request was sent and then the
+    connection dropped or no answer came in time (``uncertain``; ``code`` None)."""
 
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, code: int | None = None, outcome: Outcome = "failed") -> None:
+        super().__init__(message, outcome)
         self.code = code
-
-
-class WriteNotConfirmed(WriteFailed):
-    """The device accepted the write but reading it back gave another value (the device
-    clamped it, or its program overwrote it).  ``read_back`` is the engineering value read
-    (the text, for a string tag)."""
-
-    def __init__(self, message: str, read_back: float | str) -> None:
-        super().__init__(message)
-        self.read_back = read_back

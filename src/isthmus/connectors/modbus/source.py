@@ -12,8 +12,9 @@ Qualities produced (see README.md):
 * ``BAD_DEVICE_FAILURE`` — the device reported a failure or is busy (codes 4 to 8);
 * ``BAD_DECODING_ERROR`` — the response was too short or malformed.
 
-Writes (:meth:`ModbusSource.write`) are encoded by :mod:`.writes` and raise the errors
-of :mod:`.errors`.
+Commands (:meth:`ModbusSource.write`, :meth:`ModbusSource.read_back`: the
+:class:`~isthmus.connectors.base.Commander` interface) are encoded by :mod:`.writes`
+and raise the errors of :mod:`.errors`.
 """
 
 from __future__ import annotations
@@ -31,18 +32,22 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from isthmus.connectors.base import BoundTag, Link, SourceContext, tag_index
-from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig, RegisterKind
+from isthmus.connectors.base import BoundTag, Link, SourceContext, Value, engineering, tag_index
+from isthmus.connectors.modbus.config import (
+    ModbusSourceConfig,
+    ModbusTagConfig,
+    Order,
+    RegisterKind,
+)
 from isthmus.connectors.modbus.decode import (
-    PlanTag,
     ReadBlock,
     ReadPlan,
-    build_plan,
     decode_string,
+    decode_value,
     plans_for,
 )
-from isthmus.connectors.modbus.errors import WriteFailed, WriteNotConfirmed, WriteRefused
-from isthmus.connectors.modbus.writes import WriteFunction, WriteRequest, write_request
+from isthmus.connectors.modbus.errors import WriteFailed, WriteRefused
+from isthmus.connectors.modbus.writes import WriteFunction, write_request
 from isthmus.connectors.polling import PollGroup, group_tag_ids, poll_groups
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
@@ -190,6 +195,9 @@ class ModbusSource:
         self._m_cycle = f"{prefix}.cycle_seconds"
         self._m_writes = f"{prefix}.writes"
         self._m_write_errors = f"{prefix}.write_errors"
+        self._write_lock = asyncio.Lock()
+        self._writing = False
+        self._write_sent = False
         self._readers = {
             RegisterKind.HOLDING: "read_holding_registers",
             RegisterKind.INPUT: "read_input_registers",
@@ -242,6 +250,7 @@ class ModbusSource:
             retries=0,
             reconnect_delay=0,  # we reconnect ourselves, with our backoff
             trace_connect=self._trace_connect,
+            trace_packet=self._trace_packet,
         )
         for response_class in _PAYLOAD_RESPONSES:
             client.register(response_class)
@@ -413,7 +422,7 @@ class ModbusSource:
             )
         return good
 
-    # -- writes -------------------------------------------------------------------------
+    # -- commands ---------------------------------------------------------------------
 
     def tag(self, key: str | int) -> BoundTag[ModbusTagConfig]:
         """A tag of this source by id, full UNS path or tag map path."""
@@ -422,14 +431,25 @@ class ModbusSource:
             raise WriteRefused(f"modbus source {self.name}: no tag {key!r}")
         return bound
 
+    def _trace_packet(self, sending: bool, packet: bytes) -> bytes:
+        """pymodbus hands us every frame just before it goes to the socket: note when the
+        frame of the write in progress leaves (a write function code, a live transport),
+        so a failure after that point is ``uncertain`` and before it ``failed``."""
+        if sending and self._writing and len(packet) > 7 and packet[7] in _WRITE_FUNCTIONS:
+            transport = getattr(getattr(self._client, "ctx", None), "transport", None)
+            if transport is not None:
+                self._write_sent = True
+        return packet
+
     async def write(self, tag: str | int, value: float | int | bool | str) -> None:
-        """Write the engineering ``value`` to a tag (id, UNS path or tag map path), then
-        read it back when ``verify_writes`` is on.
+        """Write the engineering ``value`` to a tag (id, UNS path or tag map path): one
+        request, never retried, not read back (:meth:`read_back` does that).
 
         Raises :class:`WriteRefused` (nothing sent: unknown, read-only or non-writable
         tag, value out of the data type's range, text for a number or the reverse, a
-        string too long for its registers), :class:`WriteFailed` (exception
-        response, timeout, not connected) or :class:`WriteNotConfirmed` (read back differs).
+        string too long for its registers) or :class:`WriteFailed`: not connected or an
+        exception answer (``outcome`` ``failed``), or the connection dropped / no answer
+        came after the request was sent (``uncertain``).
         """
         bound = self.tag(tag)
         cfg = bound.config
@@ -439,26 +459,31 @@ class ModbusSource:
             cfg.word_order or self.config.word_order,
             cfg.byte_order or self.config.byte_order,
         )
-        client = self._client
-        if client is None or not self._link.connected or not client.connected:
-            self.ctx.metrics.inc(self._m_write_errors)
-            raise WriteFailed(f"{cfg.path}: modbus source {self.name} is not connected")
-        unit = self.config.unit_id
-        call: Any
-        if request.function == WriteFunction.COIL:
-            call = client.write_coil(request.address, bool(request.words[0]), device_id=unit)
-        elif request.function == WriteFunction.REGISTER:
-            call = client.write_register(request.address, request.words[0], device_id=unit)
-        elif request.function == WriteFunction.REGISTERS:
-            call = client.write_registers(request.address, list(request.words), device_id=unit)
-        else:
-            call = client.mask_write_register(
-                address=request.address,
-                and_mask=request.and_mask,
-                or_mask=request.or_mask,
-                device_id=unit,
-            )
-        await self._checked(cfg, call, "write")
+        async with self._write_lock:  # one write at a time: "sent" is about this one
+            client = self._client
+            if client is None or not self._link.connected or not client.connected:
+                self.ctx.metrics.inc(self._m_write_errors)
+                raise WriteFailed(f"{cfg.path}: modbus source {self.name} is not connected")
+            unit = self.config.unit_id
+            call: Any
+            if request.function == WriteFunction.COIL:
+                call = client.write_coil(request.address, bool(request.words[0]), device_id=unit)
+            elif request.function == WriteFunction.REGISTER:
+                call = client.write_register(request.address, request.words[0], device_id=unit)
+            elif request.function == WriteFunction.REGISTERS:
+                call = client.write_registers(request.address, list(request.words), device_id=unit)
+            else:
+                call = client.mask_write_register(
+                    address=request.address,
+                    and_mask=request.and_mask,
+                    or_mask=request.or_mask,
+                    device_id=unit,
+                )
+            self._writing, self._write_sent = True, False
+            try:
+                await self._checked(cfg, call)
+            finally:
+                self._writing = False
         self.ctx.metrics.inc(self._m_writes)
         self.ctx.log.info(
             "modbus source %s: wrote %s = %r (%s %s %d)",
@@ -469,84 +494,89 @@ class ModbusSource:
             request.function.value,
             request.address,
         )
-        if self.config.verify_writes:
-            await self._verify(cfg, request)
 
-    async def _checked(self, cfg: ModbusTagConfig, call: Any, what: str) -> Any:
+    async def _checked(self, cfg: ModbusTagConfig, call: Any) -> Any:
         try:
             response = await call
-        except ConnectionException as exc:
+        except (ModbusException, OSError) as exc:
             self.ctx.metrics.inc(self._m_write_errors)
-            raise WriteFailed(f"{cfg.path}: {what} failed, connection lost ({exc})") from None
-        except ModbusException as exc:
-            self.ctx.metrics.inc(self._m_write_errors)
-            raise WriteFailed(
-                f"{cfg.path}: no answer to the {what} within {self.config.timeout:g} s ({exc})"
-            ) from None
+            sent = self._write_sent
+            if isinstance(exc, ConnectionException) or not client_connected(self._client):
+                what = f"connection lost ({exc})"
+            else:
+                what = f"no answer within {self.config.timeout:g} s ({exc})"
+            if sent:
+                raise WriteFailed(
+                    f"{cfg.path}: the write was sent, then {what}: it may have been applied",
+                    outcome="uncertain",
+                ) from None
+            raise WriteFailed(f"{cfg.path}: the write was not sent: {what}") from None
         if response.isError():
             self.ctx.metrics.inc(self._m_write_errors)
             code = int(getattr(response, "exception_code", 0))
             raise WriteFailed(
-                f"{cfg.path}: the device refused the {what} of {cfg.kind.value} "
+                f"{cfg.path}: the device refused the write of {cfg.kind.value} "
                 f"{cfg.address}: {exception_text(code)}",
                 code,
             )
         return response
 
-    async def _verify(self, cfg: ModbusTagConfig, request: WriteRequest) -> None:
+    async def read_back(self, tag: str | int, timeout: float) -> Value | None:  # noqa: ASYNC109
+        """The tag's engineering value read from the device now: one fresh read of its
+        registers (or coil, or bit), decoded and scaled like a poll; ``None`` if the tag
+        is unknown, the device is not connected, answers with an exception or not within
+        ``timeout`` seconds."""
+        bound = self._by_key.get(tag)
         client = self._client
-        unit = self.config.unit_id
-        if client is None:
-            raise WriteFailed(f"{cfg.path}: connection lost before the read-back")
-        if request.function == WriteFunction.COIL:
-            response = await self._checked(
-                cfg, client.read_coils(request.address, count=1, device_id=unit), "read-back"
+        if bound is None or client is None or not self._link.connected or not client.connected:
+            return None
+        cfg = bound.config
+        read = getattr(client, self._readers[cfg.kind])
+        try:
+            async with asyncio.timeout(timeout):
+                response = await read(cfg.address, count=cfg.width, device_id=self.config.unit_id)
+        except (ModbusException, OSError, TimeoutError) as exc:
+            self.ctx.log.info(
+                "modbus source %s: read back of %s failed: %s", self.name, cfg.path, exc
             )
-            bits = _bits(response)
-            ok = len(bits) > 0 and int(bits[0]) == request.words[0]
-            read_back: float | str = float(bits[0]) if len(bits) else float("nan")
-        else:
-            response = await self._checked(
-                cfg,
-                client.read_holding_registers(request.address, count=request.count, device_id=unit),
-                "read-back",
+            return None
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            self.ctx.log.info(
+                "modbus source %s: read back of %s refused: %s",
+                self.name,
+                cfg.path,
+                exception_text(code),
             )
-            words = _words(response)
-            if request.function == WriteFunction.MASK:
-                assert request.bit is not None
-                bit = (int(words[0]) >> request.bit) & 1 if len(words) else -1
-                ok = bit == (1 if request.or_mask else 0)
-                read_back = float(bit) if bit >= 0 else float("nan")
-            else:
-                ok = len(words) >= request.count and tuple(
-                    int(w) for w in words[: request.count]
-                ) == tuple(request.words)
-                read_back = self._engineering(cfg, words)
-        if not ok:
-            self.ctx.metrics.inc(self._m_write_errors)
-            raise WriteNotConfirmed(
-                f"{cfg.path}: wrote {request.function.value} {request.address} but read back "
-                f"{read_back!r}",
-                read_back,
-            )
+            return None
+        return self._engineering(cfg, response)
 
-    def _engineering(self, cfg: ModbusTagConfig, words: npt.NDArray[np.uint16]) -> float | str:
-        """The engineering value of a tag's registers (for error messages)."""
+    def _engineering(self, cfg: ModbusTagConfig, response: Any) -> Value | None:
+        """The engineering value of a read back response (None when too short)."""
+        if cfg.kind in (RegisterKind.COIL, RegisterKind.DISCRETE):
+            bits = _bits(response)
+            return engineering(cfg, bool(bits[0])) if len(bits) else None
+        words = [int(w) for w in _words(response)]
+        byte_order = cfg.byte_order or self.config.byte_order
         if cfg.data_type == DataType.STRING:
-            return decode_string(words, cfg.byte_order or self.config.byte_order)
-        plan = build_plan(
-            [
-                PlanTag(
-                    0,
-                    cfg.kind,
-                    0,
-                    cfg.data_type,
-                    cfg.word_order or self.config.word_order,
-                    cfg.byte_order or self.config.byte_order,
-                )
-            ]
-        )
-        values, quality = plan.blocks[0].decode(words)
-        if quality[0]:
-            return float("nan")
-        return float(values[0]) * cfg.scale + cfg.offset
+            return decode_string(words, byte_order) if len(words) >= cfg.width else None
+        if cfg.bit is not None:
+            if not words:
+                return None
+            wire_bit = cfg.bit if byte_order == Order.BIG else (cfg.bit + 8) % 16
+            return engineering(cfg, bool((words[0] >> wire_bit) & 1))
+        try:
+            raw = decode_value(
+                cfg.data_type, words, cfg.word_order or self.config.word_order, byte_order
+            )
+        except ValueError:
+            return None
+        return engineering(cfg, raw)
+
+
+_WRITE_FUNCTIONS = frozenset({5, 6, 15, 16, 22, 23})
+"""Modbus function codes that change the device (a frame's byte 7 after the MBAP header)."""
+
+
+def client_connected(client: Any) -> bool:
+    return client is not None and bool(getattr(client, "connected", False))

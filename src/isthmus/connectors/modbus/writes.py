@@ -1,8 +1,9 @@
 """Encoding a write from an engineering value (pure): which request, which registers.
 
 ``raw = (engineering - offset) / scale`` (the inverse of the pipeline's qualify step),
-rounded half away from zero for integer types, and refused if it does not fit the
-tag's data type.  The request follows from the tag:
+rounded half away from zero for integer types (an unscaled int is taken exactly, also
+beyond 2**53), and refused if it does not fit the tag's data type.  The request
+follows from the tag:
 
 * coil → function 5 (write single coil);
 * a one-register value (int16, uint16) → function 6 (write single register);
@@ -19,24 +20,16 @@ tag's data type.  The request follows from the tag:
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
 
+from isthmus.connectors.base import INT_LIMITS, raw_integer, raw_number
 from isthmus.connectors.modbus.config import ModbusTagConfig, Order, RegisterKind
 from isthmus.connectors.modbus.decode import encode_string, encode_value
 from isthmus.connectors.modbus.errors import WriteRefused
 from isthmus.model.config import DataType
 
-_INT_LIMITS: dict[DataType, tuple[int, int]] = {
-    DataType.INT16: (-(2**15), 2**15 - 1),
-    DataType.UINT16: (0, 2**16 - 1),
-    DataType.INT32: (-(2**31), 2**31 - 1),
-    DataType.UINT32: (0, 2**32 - 1),
-    DataType.INT64: (-(2**63), 2**63 - 1),
-    DataType.UINT64: (0, 2**64 - 1),
-}
 _FLOAT32_MAX = float(struct.unpack(">f", bytes.fromhex("7f7fffff"))[0])
 
 
@@ -70,32 +63,21 @@ def to_raw(tag: ModbusTagConfig, value: float | int | bool | str) -> float | int
     """The raw register value of an engineering value, or :class:`WriteRefused`."""
     if isinstance(value, str) or tag.data_type == DataType.STRING:
         raise WriteRefused(f"{tag.path}: {value!r}: strings go to string tags only")
-    if isinstance(value, bool):
-        value = int(value)
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        raise WriteRefused(f"{tag.path}: {value!r} is not a finite number")
     if tag.data_type == DataType.BOOL:
-        if value not in (0, 1):
-            raise WriteRefused(f"{tag.path}: a bool takes 0/1 or false/true, not {value!r}")
-        return int(value)
-    if tag.scale == 0:
-        raise WriteRefused(f"{tag.path}: scale is 0, no raw value gives {value!r}")
-    raw = (float(value) - tag.offset) / tag.scale
-    limits = _INT_LIMITS.get(tag.data_type)
-    if limits is None:  # float32 / float64
-        if tag.data_type == DataType.FLOAT32 and abs(raw) > _FLOAT32_MAX:
-            raise WriteRefused(f"{tag.path}: {value!r} (raw {raw:g}) does not fit a float32")
-        if not math.isfinite(raw):
-            raise WriteRefused(f"{tag.path}: {value!r} gives a raw value that is not finite")
-        return raw
-    rounded = int(math.copysign(math.floor(abs(raw) + 0.5), raw))
-    low, high = limits
-    if not low <= rounded <= high:
-        raise WriteRefused(
-            f"{tag.path}: {value!r} is raw {rounded}, outside the {tag.data_type.value} "
-            f"range [{low}, {high}]"
-        )
-    return rounded
+        if isinstance(value, bool) or (
+            isinstance(value, int | float) and not isinstance(value, bool) and value in (0, 1)
+        ):
+            return int(value)
+        raise WriteRefused(f"{tag.path}: a bool takes 0/1 or false/true, not {value!r}")
+    try:
+        if tag.data_type in INT_LIMITS:
+            return raw_integer(tag, value, tag.data_type)
+        raw = float(raw_number(tag, value))
+    except ValueError as exc:
+        raise WriteRefused(f"{tag.path}: {exc}") from None
+    if tag.data_type == DataType.FLOAT32 and abs(raw) > _FLOAT32_MAX:
+        raise WriteRefused(f"{tag.path}: {value!r} (raw {raw:g}) does not fit a float32")
+    return raw
 
 
 def write_request(

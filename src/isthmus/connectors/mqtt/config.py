@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from isthmus.connectors.mqtt.command import DEFAULT_PAYLOAD, check_template, check_topic
 from isthmus.connectors.mqtt.mapping import (
     PathError,
     TemplateError,
@@ -18,8 +19,41 @@ from isthmus.model.config import MqttBroker, SourceConfig, Strict, TagConfig
 from isthmus.model.durations import Duration
 
 
+class MqttCommand(Strict):
+    """Where a writable tag's commands are published (see :mod:`.command`)."""
+
+    topic: str = Field(
+        description="topic template; placeholders {value} {path} {tag} {ts}, no wildcard"
+    )
+    payload: str = Field(
+        default=DEFAULT_PAYLOAD,
+        description="payload template; {value} is JSON (a number, true/false or a quoted "
+        "string), {path} {tag} {ts} as text",
+    )
+    qos: Literal[0, 1] = Field(
+        default=1, description="1: the write waits for the broker's PUBACK; 0: no acknowledgement"
+    )
+    retain: bool = Field(default=False, description="publish the command retained")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return check_topic(value)
+
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: str) -> str:
+        return check_template(value, "payload")
+
+
 class MqttTagConfig(TagConfig):
-    """MQTT tags have no addressing of their own: subscriptions map messages onto them."""
+    """MQTT tags have no addressing of their own: subscriptions map messages onto them.
+    A writable tag says where its commands go (``command``)."""
+
+    command: MqttCommand | None = Field(
+        default=None,
+        description="writable tags: {topic, payload, qos, retain} of the command message",
+    )
 
 
 class MqttValueMap(Strict):
@@ -93,6 +127,7 @@ class MqttSubscription(Strict):
 
 
 class MqttSourceConfig(SourceConfig, MqttBroker):
+    can_command: ClassVar[bool] = True  # writable tags publish to their command topic
     type: Literal["mqtt"] = Field(default="mqtt", description="this connector: mqtt")
     client_id: str = Field(
         default="", description="MQTT client id; empty: isthmus-<source name>. Must be unique"
@@ -116,8 +151,18 @@ class MqttSourceConfig(SourceConfig, MqttBroker):
 
     def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
         """A value map whose tag template can match none of this source's tags would
-        silently map nothing: an error naming the field."""
-        issues: list[tuple[tuple[str | int, ...], str]] = []
+        silently map nothing; a writable tag without ``command`` could never be written:
+        errors naming the field."""
+        issues = super().reference_issues()
+        for t, tag in enumerate(self.tags):
+            if tag.writable and tag.command is None:
+                issues.append(
+                    (
+                        ("tags", t, "writable"),
+                        f"writable tag {tag.path!r} has no command: give command: {{topic: "
+                        "..., payload: ...}} (where its commands are published)",
+                    )
+                )
         paths = [t.path for t in self.tags]
         for s, sub in enumerate(self.subscriptions):
             for v, value in enumerate(sub.values):

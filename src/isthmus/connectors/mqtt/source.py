@@ -23,12 +23,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiomqtt
 import numpy as np
 
-from isthmus.connectors.base import BoundTag, Link, SourceContext
+from isthmus.connectors.base import (
+    BoundTag,
+    CommandWriteError,
+    Link,
+    SourceContext,
+    Value,
+    engineering,
+    tag_index,
+)
+from isthmus.connectors.mqtt.command import render
 from isthmus.connectors.mqtt.config import MqttSourceConfig, MqttTagConfig
 from isthmus.connectors.mqtt.mapping import (
     FieldMap,
@@ -57,6 +66,16 @@ class _Sub:
     quality: JsonPath | None
 
 
+@dataclass(slots=True)
+class _Awaited:
+    """A read back waiting for the next value of a tag (armed before the command is
+    published, so an answer arriving at once is not missed)."""
+
+    config: MqttTagConfig
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    value: Value | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class _Route:
     index: int
@@ -77,6 +96,9 @@ class MqttSource:
         self.config = config
         self._ctx = ctx
         self._by_path = {t.config.path: t.tag_id for t in tags}
+        self._index = tag_index(tags)
+        self._client: aiomqtt.Client | None = None
+        self._awaited: dict[int, _Awaited] = {}
         self._text_ids = {t.tag_id for t in tags if t.config.data_type is DataType.STRING}
         self._subs = [
             _Sub(
@@ -104,6 +126,8 @@ class MqttSource:
         self._m_unknown = m + "unknown_tags"
         self._m_unmatched = m + "unmatched"
         self._m_dropped = m + "dropped"
+        self._m_writes = m + "writes"
+        self._m_write_errors = m + "write_errors"
 
     @property
     def connected(self) -> bool:
@@ -166,6 +190,8 @@ class MqttSource:
                     decoded.rejections[0],
                 )
             if decoded.tag_ids:
+                if self._awaited:
+                    self._deliver(decoded.tag_ids, decoded.values, decoded.qualities, decoded.texts)
                 if decoded.texts:
                     offset = len(self._tag_ids)
                     self._texts.extend((offset + row, text) for row, text in decoded.texts)
@@ -173,6 +199,105 @@ class MqttSource:
                 self._values.extend(decoded.values)
                 self._qualities.extend(decoded.qualities)
                 self._ts.extend(decoded.ts)
+
+    def _deliver(
+        self,
+        tag_ids: Sequence[int],
+        values: Sequence[float],
+        qualities: Sequence[int],
+        texts: Sequence[tuple[int, str]],
+    ) -> None:
+        """Hand the first value received for an awaited tag to its read back (Bad
+        samples do not count: they say the value could not be read)."""
+        text_of = dict(texts)
+        for row, tag_id in enumerate(tag_ids):
+            awaited = self._awaited.get(tag_id)
+            if awaited is None or awaited.event.is_set() or qualities[row] & 0x80000000:
+                continue
+            raw = text_of.get(row, values[row])
+            awaited.value = engineering(awaited.config, raw)
+            awaited.event.set()
+
+    # ------------------------------------------------------------------ commands
+
+    async def write(self, tag: str | int, value: Value) -> None:
+        """Publish a command to a writable tag (id, UNS path or tag map path): its
+        ``command`` topic and payload templates filled with the raw value; with QoS 1
+        the write returns once the broker acknowledged it (PUBACK).  Never retried.
+
+        Raises :class:`~isthmus.connectors.base.CommandWriteError`: ``failed`` when
+        nothing was published (unknown, non-writable tag or one without ``command``, a
+        value that does not fit, not connected, the client refused the message);
+        ``uncertain`` when it was handed to the broker connection but no PUBACK came
+        within ``timeout`` (it may have reached the device)."""
+        bound = self._index.get(tag)
+        if bound is None:
+            raise CommandWriteError(f"MQTT source {self.name}: no tag {tag!r}")
+        cfg = bound.config
+        command = cfg.command
+        if not cfg.writable or command is None:
+            raise CommandWriteError(f"{cfg.path}: not writable (set writable: true and command:)")
+        try:
+            message = render(
+                command.topic, command.payload, cfg, value, self._ctx.clock.now_ns() // 1_000_000
+            )
+        except ValueError as exc:
+            raise CommandWriteError(f"{cfg.path}: {exc}") from None
+        client = self._client
+        if client is None or not self._link.connected:
+            self._ctx.metrics.inc(self._m_write_errors)
+            raise CommandWriteError(f"{cfg.path}: MQTT source {self.name} is not connected")
+        self._awaited[bound.tag_id] = _Awaited(cfg)  # before publishing: a fast echo counts
+        try:
+            await client.publish(
+                message.topic,
+                message.payload.encode(),
+                qos=command.qos,
+                retain=command.retain,
+                timeout=self.config.timeout,
+            )
+        except aiomqtt.MqttCodeError as exc:  # refused by the client before sending
+            self._awaited.pop(bound.tag_id, None)
+            self._ctx.metrics.inc(self._m_write_errors)
+            raise CommandWriteError(
+                f"{cfg.path}: not published to {message.topic}: {exc}"
+            ) from None
+        except aiomqtt.MqttError as exc:
+            self._ctx.metrics.inc(self._m_write_errors)
+            raise CommandWriteError(
+                f"{cfg.path}: published to {message.topic} but not acknowledged within "
+                f"{self.config.timeout:g} s ({exc}): it may have reached the device",
+                "uncertain",
+            ) from None
+        self._ctx.metrics.inc(self._m_writes)
+        self._ctx.log.info(
+            "MQTT source %s: command %s = %r published to %s",
+            self.name,
+            cfg.path,
+            value,
+            message.topic,
+        )
+
+    async def read_back(self, tag: str | int, timeout: float) -> Value | None:  # noqa: ASYNC109
+        """The next value of the tag received on its subscribed topics after the last
+        command to it was published (or, without a command, after this call), waited
+        for at most ``timeout`` seconds; ``None`` if none came (MQTT has no read
+        request: the device must publish its value)."""
+        bound = self._index.get(tag)
+        if bound is None:
+            return None
+        awaited = self._awaited.get(bound.tag_id)
+        if awaited is None:
+            awaited = self._awaited[bound.tag_id] = _Awaited(bound.config)
+        try:
+            async with asyncio.timeout(timeout):
+                await awaited.event.wait()
+        except TimeoutError:
+            return None
+        finally:
+            if self._awaited.get(bound.tag_id) is awaited:
+                del self._awaited[bound.tag_id]
+        return awaited.value
 
     @property
     def pending(self) -> int:
@@ -250,6 +375,7 @@ class MqttSource:
         )
         try:
             async with client:
+                self._client = client
                 for sub in self._subs:
                     granted = await client.subscribe(sub.template.subscription, qos=sub.qos)
                     self._check_granted(sub, granted)
@@ -267,5 +393,6 @@ class MqttSource:
                     flusher.cancel()
                     await asyncio.gather(flusher, return_exceptions=True)
         finally:
+            self._client = None
             await self._flush()  # what arrived before the link broke is emitted first
         raise LinkLost("disconnected")

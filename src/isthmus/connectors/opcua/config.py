@@ -15,7 +15,7 @@ the file declares do not move.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -111,6 +111,7 @@ class OpcUaTagConfig(TagConfig):
 
 
 class OpcUaSourceConfig(SourceConfig):
+    can_command: ClassVar[bool] = True  # the source is a Commander
     type: Literal["opcua"] = "opcua"
     endpoint: str = Field(description="opc.tcp://host:port[/path]")
     publishing_interval: Duration = Field(

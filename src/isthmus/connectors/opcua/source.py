@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -44,15 +45,25 @@ from asyncua.common.subscription import Subscription
 from asyncua.ua import status_codes
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from isthmus.connectors.base import BoundTag, Link, SourceContext
+from isthmus.connectors.base import (
+    BoundTag,
+    CommandWriteError,
+    Link,
+    Outcome,
+    SourceContext,
+    Value,
+    engineering,
+    raw_number,
+    round_half_away,
+    scaled,
+)
 from isthmus.connectors.opcua import guard, nodes, security
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig, SubscriptionGroup
 from isthmus.connectors.opcua.items import plan_items
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
-from isthmus.model.errors import IsthmusError
 from isthmus.model.quality import SEVERITY_MASK, Quality, quality_name
 from isthmus.net.backoff import Backoff
 
@@ -73,10 +84,10 @@ class _ConnectionLost(Exception):
     pass
 
 
-class OpcUaWriteError(IsthmusError):
-    """A write was refused: unknown or non-writable tag, value not convertible to the
-    node's type, not connected, a Bad StatusCode from the server, or a read-back that
-    differs from the value written."""
+class OpcUaWriteError(CommandWriteError):
+    """A write did not succeed; ``outcome`` ``failed`` (unknown or non-writable tag, value
+    not convertible to the node's type, not connected, a Bad StatusCode from the server)
+    or ``uncertain`` (sent, then the connection dropped or the answer did not come)."""
 
 
 # Built-in DataType node ids (namespace 0) that a write can target: id → VariantType.
@@ -136,7 +147,7 @@ def status_text(code: int) -> str:
 
 def coerce(value: float | int | bool | str, vtype: ua.VariantType) -> Any:
     """``value`` as the Python value of a Variant of ``vtype``; ValueError if it does not
-    fit (a fraction for an integer node, out of the type's range, NaN for a bool, a
+    fit (a fraction for an integer node, out of the type's range, NaN or infinity, a
     number for a String node or text for a number node)."""
     if vtype in (ua.VariantType.String, ua.VariantType.LocalizedText):
         if not isinstance(value, str):
@@ -156,6 +167,8 @@ def coerce(value: float | int | bool | str, vtype: ua.VariantType) -> Any:
         return bool(number)
     if vtype in (ua.VariantType.Float, ua.VariantType.Double):
         as_float = float(number)
+        if not math.isfinite(as_float):
+            raise ValueError(f"{value!r} is not a finite number")
         if vtype is ua.VariantType.Float and abs(as_float) > 3.4028234663852886e38:
             raise ValueError(f"{value!r} is out of the Float range")
         return as_float
@@ -168,6 +181,42 @@ def coerce(value: float | int | bool | str, vtype: ua.VariantType) -> Any:
     if not limits[0] <= as_int <= limits[1]:
         raise ValueError(f"{value!r} is out of the {vtype.name} range {limits[0]}..{limits[1]}")
     return as_int
+
+
+def to_node_raw(config: OpcUaTagConfig, value: Value, vtype: ua.VariantType) -> Value:
+    """The raw value to write for engineering ``value``: the value itself when the tag is
+    not scaled (a fraction for an integer node is then refused by :func:`coerce`, not
+    rounded); else the inverse of scale/offset, rounded half away from zero for an integer
+    node.  ValueError for text with a scale, a non-finite value or a zero scale."""
+    if not scaled(config) or isinstance(value, str) or vtype is ua.VariantType.Boolean:
+        return value
+    raw = raw_number(config, value)
+    return round_half_away(raw) if vtype in _INT_LIMITS else raw
+
+
+class _Progress:
+    """Set once the Write request may have left for the server."""
+
+    sent = False
+
+
+_UNCERTAIN_CODES = frozenset(
+    int(code)
+    for code in (
+        StatusCodes.BadTimeout,
+        StatusCodes.BadRequestTimeout,
+        StatusCodes.BadCommunicationError,
+        StatusCodes.BadConnectionClosed,
+        StatusCodes.BadSecureChannelClosed,
+        StatusCodes.BadServerHalted,
+        StatusCodes.BadShutdown,
+        StatusCodes.BadDisconnect,
+        StatusCodes.BadRequestInterrupted,
+        StatusCodes.BadNoCommunication,
+    )
+)
+"""Answers that say the request's fate is unknown (it may have been applied): a write
+that gets one is ``uncertain``, not ``failed``."""
 
 
 async def _abandon(client: Any) -> None:
@@ -651,10 +700,18 @@ class OpcUaSource:
         raise OpcUaWriteError(f"opcua source {self.name}: no tag {tag!r}")
 
     async def write(self, tag: str | int, value: float | int | bool | str) -> None:
-        """Write ``value`` to a writable tag's node, converted to the node's DataType
-        (read once per tag and cached; text for a String or LocalizedText node), check
-        the server's StatusCode, then read the value back.  ``tag``: its UNS path, its
-        path below the site, or its tag id.  Raises :class:`OpcUaWriteError`; nothing is retried."""
+        """Write the engineering ``value`` to a writable tag's node: inverse scale/offset
+        (a scaled value for an integer node rounded half away from zero), converted to
+        the node's DataType (read once per tag and cached; text for a String or
+        LocalizedText node), one Write service call whose StatusCode is checked; never
+        retried, not read back (:meth:`read_back` does that).  ``tag``: its UNS path, its
+        path below the site, or its tag id.
+
+        Raises :class:`OpcUaWriteError`: ``outcome`` ``failed`` when nothing was written
+        (unknown or non-writable tag, a value that does not fit the node, not connected,
+        a Bad StatusCode or service fault from the server), ``uncertain`` when the Write
+        request was sent and then the connection dropped, no answer came in time, or the
+        server answered with a timeout or communication status (``BadTimeout``...)."""
         index = self._tag_index(tag)
         bound = self.tags[index]
         node = bound.config.node
@@ -668,26 +725,42 @@ class OpcUaSource:
             node_id = ua.NodeId.from_string(node)
         except Exception as exc:
             raise OpcUaWriteError(f"{label}: bad NodeId: {exc}") from None
+        progress = _Progress()
         try:
             async with asyncio.timeout(self.config.timeout * 3):
-                await self._write(client, index, node_id, value, label)
+                await self._write(client, index, node_id, value, label, progress)
         except OpcUaWriteError:
             self.ctx.metrics.inc(self._m_write_errors)
             raise
-        except (TimeoutError, OSError, ConnectionError, UaError) as exc:
+        except (TimeoutError, OSError, UaError) as exc:
             self.ctx.metrics.inc(self._m_write_errors)
-            raise OpcUaWriteError(f"{label}: {exc or type(exc).__name__}") from None
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                self._link.connected = False  # lost: the session is being torn down
+            text = str(exc) or type(exc).__name__
+            if progress.sent:
+                raise OpcUaWriteError(
+                    f"{label}: the Write was sent, then {text}: it may have been applied",
+                    "uncertain",
+                ) from None
+            raise OpcUaWriteError(f"{label}: not written: {text}") from None
         self.ctx.metrics.inc(self._m_writes)
 
     async def _write(
-        self, client: Any, index: int, node_id: Any, value: float | int | bool | str, label: str
+        self,
+        client: Any,
+        index: int,
+        node_id: Any,
+        value: float | int | bool | str,
+        label: str,
+        progress: _Progress,
     ) -> None:
         vtype = self._write_types.get(index)
         if vtype is None:
             vtype = await self._node_type(client, node_id, label)
             self._write_types[index] = vtype
+        config = self.tags[index].config
         try:
-            coerced = coerce(value, vtype)
+            coerced = coerce(to_node_raw(config, value, vtype), vtype)
         except ValueError as exc:
             raise OpcUaWriteError(f"{label}: {exc}") from None
         wv = ua.WriteValue()
@@ -696,19 +769,63 @@ class OpcUaSource:
         wv.Value = ua.DataValue(ua.Variant(coerced, vtype))
         params = ua.WriteParameters()
         params.NodesToWrite = [wv]
-        status = (await client.uaclient.write(params))[0]
+        protocol = getattr(client.uaclient, "protocol", None)
+        if protocol is None or getattr(protocol, "transport", None) is None:
+            raise OpcUaWriteError(f"{label}: not connected to {self.config.endpoint}")
+        progress.sent = True  # from here on the request may reach the server
+        try:
+            status = (await client.uaclient.write(params))[0]
+        except UaStatusCodeError as exc:  # a service fault: the server refused the call
+            code = int(getattr(exc, "code", 0))
+            if (code & 0xFFFF0000) in _UNCERTAIN_CODES:
+                raise
+            raise OpcUaWriteError(f"{label}: refused by the server: {status_text(code)}") from None
         if not status.is_good():
-            raise OpcUaWriteError(f"{label}: refused by the server: {status_text(status.value)}")
-        back = await self._read(client, node_id, AttributeIds.Value, label)
-        got = back.Value.Value if back.Value is not None else None
-        expected = coerced
-        if vtype is ua.VariantType.Float and isinstance(got, float):
-            expected = float(np.float32(coerced))
-            got = float(np.float32(got))
-        elif vtype is ua.VariantType.LocalizedText:
-            expected, got = value, getattr(got, "Text", got)
-        if got != expected:
-            raise OpcUaWriteError(f"{label}: wrote {coerced!r} but read back {got!r}")
+            code = int(status.value)
+            outcome: Outcome = "uncertain" if (code & 0xFFFF0000) in _UNCERTAIN_CODES else "failed"
+            what = "answered" if outcome == "uncertain" else "refused by the server:"
+            raise OpcUaWriteError(f"{label}: {what} {status_text(code)}", outcome)
+
+    async def read_back(self, tag: str | int, timeout: float) -> Value | None:  # noqa: ASYNC109
+        """The tag's engineering value now: a fresh Read service call of its node's Value
+        attribute (not the subscription's last sample), scaled like a sample; ``None`` if
+        the tag is unknown, not connected, the status is Bad or no answer within
+        ``timeout`` seconds."""
+        try:
+            index = self._tag_index(tag)
+        except OpcUaWriteError:
+            return None
+        bound = self.tags[index]
+        client = self._client
+        if client is None or not self._link.connected:
+            return None
+        label = f"opcua source {self.name}: read back {bound.uns_path}"
+        try:
+            node_id = ua.NodeId.from_string(bound.config.node)
+            async with asyncio.timeout(timeout):
+                dv = await self._read(client, node_id, AttributeIds.Value, label)
+        except (
+            OpcUaWriteError,
+            TimeoutError,
+            OSError,
+            ConnectionError,
+            UaError,
+            ValueError,
+        ) as exc:
+            self.ctx.log.info("%s failed: %s", label, str(exc) or type(exc).__name__)
+            return None
+        raw = dv.Value.Value if dv.Value is not None else None
+        if bound.config.index is not None:
+            raw = (
+                raw[bound.config.index]
+                if isinstance(raw, list | tuple) and len(raw) > bound.config.index
+                else None
+            )
+        if isinstance(raw, ua.LocalizedText):
+            raw = raw.Text or ""
+        if not isinstance(raw, bool | int | float | str):
+            return None
+        return engineering(bound.config, raw)
 
     async def _read(self, client: Any, node_id: Any, attribute: int, label: str) -> Any:
         rv = ua.ReadValueId()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -215,6 +215,7 @@ class S7TagConfig(PolledTagConfig):
 
 
 class S7SourceConfig(PolledSourceConfig):
+    can_command: ClassVar[bool] = True  # the source is a Commander
     type: Literal["s7"] = "s7"
     host: str = Field(description="the PLC or CP (name or IP address)")
     port: int = Field(default=102, ge=1, le=65535, description="ISO-on-TCP port")
@@ -256,7 +257,11 @@ class S7SourceConfig(PolledSourceConfig):
         description="bit: atomic single-bit write (S7 BIT transport); byte: read-modify-write "
         "of the byte (for servers without bit writes)",
     )
-    verify_writes: bool = Field(default=True, description="read back every write and compare")
+    verify_writes: bool = Field(
+        default=True,
+        description="ignored (kept so older files load): the command gate reads every "
+        "command back (read_back) and compares",
+    )
     tags: list[S7TagConfig] = Field(  # type: ignore[assignment]
         default_factory=list, description="the address map"
     )

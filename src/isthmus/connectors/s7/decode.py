@@ -384,3 +384,11 @@ def decode_value(size: Size, data_type: DataType | str, data: bytes) -> float:
     """The raw value held by ``data`` (the inverse of :func:`encode_value`)."""
     fmt = _STRUCT[(size, DataType(data_type))]
     return float(struct.unpack(fmt, data)[0])
+
+
+def decode_raw(size: Size, data_type: DataType | str, data: bytes) -> float | int:
+    """Like :func:`decode_value`, exact: an integer type gives a Python int (64-bit
+    values beyond 2**53 included), a real a float."""
+    fmt = _STRUCT[(size, DataType(data_type))]
+    value: float | int = struct.unpack(fmt, data)[0]
+    return value

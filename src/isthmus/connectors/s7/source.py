@@ -1,5 +1,8 @@
 """Siemens S7 source (python-snap7): polls one compiled read plan per poll group at a
-fixed rate, one batch per group cycle; writes tags with read-back.
+fixed rate, one batch per group cycle; writes tags and reads them back (commands).
+
+Commands (:meth:`S7Source.write`, :meth:`S7Source.read_back`: the
+:class:`~isthmus.connectors.base.Commander` interface) raise the errors of :mod:`.errors`.
 
 python-snap7's :class:`snap7.Client` is blocking: every call runs in this source's own
 single worker thread (one client per source, calls serialised), so the event loop never
@@ -26,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import math
 import socket
 import struct
 from collections.abc import Callable, Sequence
@@ -45,7 +47,17 @@ from snap7.error import (
     S7TimeoutError,
 )
 
-from isthmus.connectors.base import BoundTag, Link, SourceContext, tag_index
+from isthmus.connectors.base import (
+    FLOAT32_MAX,
+    BoundTag,
+    Link,
+    SourceContext,
+    Value,
+    engineering,
+    raw_number,
+    round_half_away,
+    tag_index,
+)
 from isthmus.connectors.polling import PollGroup, group_tag_ids, poll_groups
 from isthmus.connectors.s7.config import (
     AREA_CODE,
@@ -61,12 +73,12 @@ from isthmus.connectors.s7.config import (
 from isthmus.connectors.s7.decode import (
     ReadPlan,
     ReadRequest,
-    decode_value,
+    decode_raw,
     encode_string,
     encode_value,
     plans_for,
 )
-from isthmus.connectors.s7.errors import WriteFailed, WriteNotConfirmed, WriteRefused
+from isthmus.connectors.s7.errors import WriteFailed, WriteRefused
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.model.quality import Quality
@@ -330,7 +342,7 @@ class S7Source:
             Batch(plan.tag_ids.copy(), np.full(n, ts, dtype=np.int64), values, quality, text=texts)
         )
 
-    # -- writes -------------------------------------------------------------------------
+    # -- commands ---------------------------------------------------------------------
 
     def tag(self, key: str | int) -> BoundTag[S7TagConfig]:
         bound = self._by_key.get(key)
@@ -339,8 +351,8 @@ class S7Source:
         return bound
 
     async def write(self, tag: str | int, value: float | int | bool | str) -> None:
-        """Write the engineering ``value`` to a tag (id, UNS path or tag map path), then
-        read it back when ``verify_writes`` is on.
+        """Write the engineering ``value`` to a tag (id, UNS path or tag map path): one
+        write request, never retried, not read back (:meth:`read_back` does that).
 
         A string tag takes text (Latin-1, at most n characters of its STRING[n]): the
         actual length and the characters are written, the PLC's maximum length byte
@@ -350,7 +362,9 @@ class S7Source:
         ``bit_writes: byte``, which reads the byte, changes the bit and writes the byte
         back (another bit of that byte changed by the PLC in between would be lost).
 
-        Raises :class:`WriteRefused`, :class:`WriteFailed` or :class:`WriteNotConfirmed`.
+        Raises :class:`WriteRefused` (nothing sent) or :class:`WriteFailed`: not
+        connected or refused by the PLC (``outcome`` ``failed``), or sent and then the
+        connection dropped or no answer came in time (``uncertain``).
         """
         bound = self.tag(tag)
         cfg = bound.config
@@ -366,44 +380,61 @@ class S7Source:
         if client is None or not self._link.connected:
             self.ctx.metrics.inc(self._m_write_errors)
             raise WriteFailed(f"{cfg.path}: s7 source {self.name} is not connected")
+        progress = _Progress()
         try:
-            await self._call(_write_sync, client, addr, payload, self.config.bit_writes)
-            read_back = (
-                await self._call(_read_sync, client, addr, len(payload))
-                if self.config.verify_writes
-                else None
-            )
+            await self._call(_write_sync, client, addr, payload, self.config.bit_writes, progress)
         except S7ProtocolError as exc:
             self.ctx.metrics.inc(self._m_write_errors)
+            if plc_refused(exc) or not progress.sent:
+                raise WriteFailed(
+                    f"{cfg.path}: the PLC refused the write of {addr}: {exc}",
+                    getattr(exc, "error_code", None),
+                ) from None
             raise WriteFailed(
-                f"{cfg.path}: the PLC refused the write of {addr}: {exc}",
-                getattr(exc, "error_code", None),
+                f"{cfg.path}: the write of {addr} was sent, then the answer was unusable "
+                f"({exc}): it may have been applied",
+                outcome="uncertain",
             ) from None
         except (S7Error, OSError) as exc:
             self.ctx.metrics.inc(self._m_write_errors)
-            raise WriteFailed(f"{cfg.path}: write of {addr} failed: {exc}") from None
+            self._link.connected = False  # the poll loop reconnects at once
+            if progress.sent:
+                raise WriteFailed(
+                    f"{cfg.path}: the write of {addr} was sent, then {type(exc).__name__}: "
+                    f"{exc}: it may have been applied",
+                    outcome="uncertain",
+                ) from None
+            raise WriteFailed(f"{cfg.path}: write of {addr} not sent: {exc}") from None
         self.ctx.metrics.inc(self._m_writes)
         self.ctx.log.info(
             "s7 source %s: wrote %s = %r (%s)", self.name, cfg.path, value, cfg.address
         )
-        if read_back is None:
-            return
-        expected = payload if addr.size is not Size.X else bytes([payload[0] & 1])
-        got = (
-            read_back if addr.size is not Size.X else bytes([(read_back[0] >> (addr.bit or 0)) & 1])
-        )
-        if got != expected:
-            self.ctx.metrics.inc(self._m_write_errors)
-            engineering = _engineering(cfg, addr, got)
-            raise WriteNotConfirmed(
-                f"{cfg.path}: wrote {addr} but read back {engineering!r}", engineering
-            )
+
+    async def read_back(self, tag: str | int, timeout: float) -> Value | None:  # noqa: ASYNC109
+        """The tag's engineering value read from the PLC now (one read of its bytes,
+        decoded and scaled like a poll); ``None`` if the tag is unknown, the PLC is not
+        connected, refuses the read or does not answer within ``timeout`` seconds."""
+        bound = self._by_key.get(tag)
+        client = self._client
+        if bound is None or client is None or not self._link.connected:
+            return None
+        cfg = bound.config
+        addr = cfg.parsed
+        try:
+            data = await asyncio.wait_for(self._call(_read_sync, client, addr, cfg.width), timeout)
+        except (S7Error, OSError, TimeoutError) as exc:
+            self.ctx.log.info("s7 source %s: read back of %s failed: %s", self.name, cfg.path, exc)
+            return None
+        try:
+            return engineering(cfg, _raw(cfg, addr, data))
+        except (ValueError, IndexError, struct.error):
+            return None
 
 
 def raw_payload(cfg: S7TagConfig, addr: S7Address, value: float | int | bool | str) -> bytes:
-    """The bytes to write for engineering ``value`` (inverse scale/offset, range check);
-    a bit gives one byte 0/1; a string its actual-length byte and characters.  Raises
-    :class:`WriteRefused`."""
+    """The bytes to write for engineering ``value`` (inverse scale/offset; an integer
+    rounded half away from zero, then range checked); a bit gives one byte 0/1; a string
+    its actual-length byte and characters.  Raises :class:`WriteRefused`."""
     if cfg.data_type is DataType.STRING:
         if not isinstance(value, str):
             raise WriteRefused(f"{cfg.path}: {addr} holds a STRING: write text, not {value!r}")
@@ -419,38 +450,51 @@ def raw_payload(cfg: S7TagConfig, addr: S7Address, value: float | int | bool | s
         if isinstance(value, bool) or value in (0, 1):
             return bytes([1 if value else 0])
         raise WriteRefused(f"{cfg.path}: a bool takes true/false (0/1), not {value!r}")
-    raw: float | int
-    if isinstance(value, int) and cfg.scale == 1 and cfg.offset == 0:
-        raw = value  # exact, also for 64-bit integers beyond 2**53
-    else:
-        raw = (float(value) - cfg.offset) / cfg.scale if cfg.scale != 0 else math.nan
-    if not math.isfinite(raw) and cfg.data_type not in (DataType.FLOAT32, DataType.FLOAT64):
-        raise WriteRefused(f"{cfg.path}: {value!r} is not a finite number")
+    try:
+        raw = raw_number(cfg, value)  # exact for an unscaled int, also beyond 2**53
+    except ValueError as exc:
+        raise WriteRefused(f"{cfg.path}: {exc}") from None
     key = (addr.size, cfg.data_type)
     if key in _INT_RANGE:
         low, high = _INT_RANGE[key]
-        as_int = round(raw)
+        as_int = raw if isinstance(raw, int) else round_half_away(raw)
         if not low <= as_int <= high:
             raise WriteRefused(
                 f"{cfg.path}: {value!r} (raw {as_int}) is outside {cfg.data_type.value} "
                 f"at {addr} ({low}..{high})"
             )
         return encode_value(addr.size, cfg.data_type, as_int)
-    if (
-        cfg.data_type is DataType.FLOAT32
-        and math.isfinite(raw)
-        and abs(raw) > 3.4028234663852886e38
-    ):
+    if cfg.data_type is DataType.FLOAT32 and abs(raw) > FLOAT32_MAX:
         raise WriteRefused(f"{cfg.path}: {value!r} does not fit a REAL")
-    return encode_value(addr.size, cfg.data_type, raw)
+    return encode_value(addr.size, cfg.data_type, float(raw))
 
 
-def _engineering(cfg: S7TagConfig, addr: S7Address, data: bytes) -> float | str:
+def plc_refused(exc: S7ProtocolError) -> bool:
+    """Whether the PLC answered the request with an error (an error class in the S7
+    header, or an item return code): it did not apply the write.  Other protocol errors
+    (an answer out of step, malformed or lost) leave the outcome uncertain."""
+    if isinstance(exc, S7StalePacketError | S7PacketLostError):
+        return False
+    return bool(getattr(exc, "error_code", None)) or str(exc).startswith("Write operation failed")
+
+
+class _Progress:
+    """Set by the worker thread just before the write request goes out."""
+
+    sent = False
+
+
+def _raw(cfg: S7TagConfig, addr: S7Address, data: bytes) -> float | int | bool | str:
+    """The raw value of a tag's bytes as read (from its first byte: a STRING's maximum
+    length byte)."""
     if cfg.data_type is DataType.STRING:
-        return data[1 : 1 + data[0]].decode("latin-1") if data else ""
+        actual = data[1]
+        if actual > data[0] or actual > (cfg.length or 0):
+            raise ValueError("STRING actual length above its maximum")
+        return data[2 : 2 + actual].decode("latin-1")
     if addr.size is Size.X:
-        return float(data[0])
-    return decode_value(addr.size, cfg.data_type, data) * cfg.scale + cfg.offset
+        return bool((data[0] >> (addr.bit or 0)) & 1)
+    return decode_raw(addr.size, cfg.data_type, data[: addr.width])
 
 
 def _snap7_area(area: Area) -> Snap7Area:
@@ -476,18 +520,38 @@ def _read_sync(client: Client, addr: S7Address, size: int | None = None) -> byte
     return bytes(client.read_area(area, addr.db, addr.byte, size or addr.width))
 
 
-def _write_sync(client: Client, addr: S7Address, payload: bytes, bit_writes: BitWrite) -> None:
+def _write_sync(
+    client: Client,
+    addr: S7Address,
+    payload: bytes,
+    bit_writes: BitWrite,
+    progress: _Progress | None = None,
+) -> None:
+    """One write (a bit by ``bit_writes``); ``progress.sent`` is set just before the
+    write request goes out."""
+    progress = progress or _Progress()
     area = _snap7_area(addr.area)
     if addr.size is not Size.X:
+        progress.sent = _open(client)
         client.write_area(area, addr.db, addr.byte, bytearray(payload))
         return
     bit = addr.bit or 0
     if bit_writes is BitWrite.BIT:
+        progress.sent = _open(client)
         client.write_area(area, addr.db, addr.byte * 8 + bit, bytearray(payload), WordLen.Bit)
         return
-    current = client.read_area(area, addr.db, addr.byte, 1)[0]
+    current = client.read_area(area, addr.db, addr.byte, 1)[0]  # nothing written yet
     new = (current | (1 << bit)) if payload[0] else (current & ~(1 << bit) & 0xFF)
+    progress.sent = _open(client)
     client.write_area(area, addr.db, addr.byte, bytearray([new]))
+
+
+def _open(client: Client) -> bool:
+    """Whether a request can leave now (else snap7 raises "Not connected" unsent)."""
+    return (
+        bool(getattr(client, "connected", False))
+        and getattr(client, "connection", None) is not None
+    )
 
 
 def _quiet_disconnect(client: Client) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError as _PbDecodeError  # type: ignore[import-untyped]
 
+from isthmus.connectors.base import FLOAT32_MAX, raw_number, round_half_away
 from isthmus.connectors.sparkplug import sparkplug_b_pb2 as _pb
-from isthmus.model.config import DataType
+from isthmus.model.config import DataType, TagConfig
 
 NAMESPACE = "spBv1.0"
 
@@ -346,3 +347,52 @@ def metric_value(metrics: Sequence[Metric], name: str) -> Metric | None:
         if m.name == name:
             return m
     return None
+
+
+# ------------------------------------------------------------------------ commands
+
+_INT_RANGE: dict[int, tuple[int, int]] = {
+    INT8: (-(2**7), 2**7 - 1),
+    INT16: (-(2**15), 2**15 - 1),
+    INT32: (-(2**31), 2**31 - 1),
+    INT64: (-(2**63), 2**63 - 1),
+    UINT8: (0, 2**8 - 1),
+    UINT16: (0, 2**16 - 1),
+    UINT32: (0, 2**32 - 1),
+    UINT64: (0, 2**64 - 1),
+    DATETIME: (0, 2**63 - 1),
+}
+COMMAND_TYPES = frozenset({*_INT_RANGE, FLOAT, DOUBLE, BOOLEAN, STRING, TEXT})
+"""Datatypes a command can carry (not DataSet, Bytes, File, Template, UUID)."""
+
+
+def command_value(
+    config: TagConfig, value: bool | int | float | str, datatype: int
+) -> bool | int | float | str:
+    """The metric value of a command for engineering ``value``: the tag's scale/offset
+    undone, an integer datatype rounded half away from zero and range checked; a
+    ValueError says why it does not fit ``datatype`` (nothing is sent then)."""
+    if datatype not in COMMAND_TYPES:
+        raise ValueError(f"metrics of datatype {datatype} cannot be commanded")
+    if datatype in TEXT_TYPES:
+        if not isinstance(value, str):
+            raise ValueError(f"a String metric takes text, not {value!r}")
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"{value!r} is text; the metric is numeric (datatype {datatype})")
+    if datatype == BOOLEAN:
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise ValueError(f"a Boolean metric takes true/false (0/1), not {value!r}")
+    raw = raw_number(config, value)
+    if datatype in _INT_RANGE:
+        as_int = raw if isinstance(raw, int) else round_half_away(raw)
+        low, high = _INT_RANGE[datatype]
+        if not low <= as_int <= high:
+            raise ValueError(
+                f"{value!r} (raw {as_int}) is outside datatype {datatype} ({low}..{high})"
+            )
+        return as_int
+    if datatype == FLOAT and abs(raw) > FLOAT32_MAX:
+        raise ValueError(f"{value!r} does not fit a Float metric")
+    return float(raw)

@@ -6,7 +6,7 @@ the plant config's ``sparkplug_edge:`` section) and is re-exported here."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -59,6 +59,7 @@ class SparkplugTagConfig(TagConfig):
 class SparkplugSourceConfig(SourceConfig, MqttBroker):
     """A Sparkplug B 3.0 host application (consumer)."""
 
+    can_command: ClassVar[bool] = True  # the source is a Commander
     type: Literal["sparkplug"] = Field(default="sparkplug", description="this connector")
     client_id: str = Field(
         default="", description="MQTT client id; empty: isthmus-<source name>. Must be unique"

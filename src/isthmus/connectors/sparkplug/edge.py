@@ -7,7 +7,9 @@ session: the will is an NDEATH carrying ``bdSeq``; NBIRTH (seq 0, metrics ``bdSe
 values, names, aliases and datatypes) are published before any DDATA; DDATA carries
 aliases, no names (and the datatype unless ``data_datatype`` is false).  ``seq`` counts
 every message after NBIRTH modulo 256.  An NCMD
-``Node Control/Rebirth`` = true republishes NBIRTH and every DBIRTH (same ``bdSeq``).
+``Node Control/Rebirth`` = true republishes NBIRTH and every DBIRTH (same ``bdSeq``);
+any other metric of an NCMD is refused and counted (``sparkplug_edge.commands_refused``):
+a write to a machine goes through the command gate only, never through our edge node.
 
 Values come from the local transport through a bounded ``drop_oldest`` subscription
 (``transport.sparkplug-edge.dropped_batches`` counts what was dropped).  A sample with
@@ -15,7 +17,8 @@ a quality other than Good carries a ``Quality`` property (UInt32, the OPC UA sta
 code); a non-finite value is sent as ``is_null``.  Historical batches are published
 with ``is_historical`` set.  A string tag is a String metric (datatype 12) carrying
 the sample's text (``is_null`` for a sample without text).  Metrics:
-``sparkplug_edge.published``, ``.births``, ``.rebirths``, ``.errors``.
+``sparkplug_edge.published``, ``.births``, ``.rebirths``, ``.commands_refused``,
+``.errors``.
 """
 
 from __future__ import annotations
@@ -309,6 +312,16 @@ class SparkplugEdge:
             self._metrics.inc("sparkplug_edge.rebirths")
             log.info("Sparkplug edge %s: rebirth requested", self.config.edge_node)
             await self._births(client)
+        # Anything else would be a write to a machine from outside the command gate.
+        refused = sum(1 for m in payload.metrics if m.name != REBIRTH_METRIC)
+        if refused:
+            self._metrics.inc("sparkplug_edge.commands_refused", refused)
+            log.warning(
+                "Sparkplug edge %s: NCMD with %d metric(s) other than a rebirth refused "
+                "(commands reach machines through the command gate only)",
+                self.config.edge_node,
+                refused,
+            )
 
     async def run(self) -> None:
         cfg = self.config

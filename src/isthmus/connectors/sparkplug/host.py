@@ -17,12 +17,17 @@ Qualities: Good (or the metric's ``Quality`` property); ``Bad`` for a null metri
 NDEATH/DDEATH (once per death);
 ``BAD_COMMUNICATION_ERROR`` while our broker is unreachable (once per outage, ``Link``).
 
+Commands (the :class:`~isthmus.connectors.base.Commander` interface): ``write`` sends a
+DCMD (NCMD for a node-level metric) to the metric a writable tag maps onto, as its
+last birth declared it (name or alias, datatype); ``read_back`` waits for the metric's
+next live value in a data message (Sparkplug has no read service).
+
 Metrics (``source.<name>.*``): ``messages``, ``values``, ``malformed`` (undecodable
 payloads), ``rejected`` (metrics whose value does not fit their datatype), ``unmapped``
 (birth metrics with no configured tag), ``non_numeric``, ``dropped``, ``rebirth_requests``,
 the :class:`HostState` counters (``gaps``, ``late``, ``reordered``, ``before_birth``,
 ``unknown_alias``, ``alias_collisions``, ``stale_deaths``, ``births``, ``deaths``...),
-``errors``, ``reconnects``.
+``writes``, ``write_errors``, ``errors``, ``reconnects``.
 """
 
 from __future__ import annotations
@@ -35,20 +40,31 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import aiomqtt
 import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from isthmus.connectors.base import BoundTag, Link, SourceContext
+from isthmus.connectors.base import (
+    BoundTag,
+    CommandWriteError,
+    Link,
+    SourceContext,
+    Value,
+    engineering,
+    tag_index,
+)
 from isthmus.connectors.sparkplug.codec import (
     BOOLEAN,
     DATATYPE_FROM,
+    DATATYPE_OF,
     REBIRTH_METRIC,
     DecodeError,
+    Metric,
     OutMetric,
+    command_value,
     decode,
     encode,
     parse_topic,
@@ -100,6 +116,29 @@ def _text_column(texts: list[str | None]) -> npt.NDArray[np.object_] | None:
     return column
 
 
+@dataclass(frozen=True, slots=True)
+class CommandTarget:
+    """Where a tag's metric lives, as its last birth told: what a command names."""
+
+    group: str
+    node: str
+    device: str | None
+    """None: a node-level metric (NCMD)."""
+    metric: str
+    alias: int | None
+    datatype: int | None
+
+
+@dataclass(slots=True)
+class _Awaited:
+    """A read back waiting for the next value of a tag (armed before the command is
+    published, so an answer arriving at once is not missed)."""
+
+    config: TagConfig
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    value: Value | None = None
+
+
 def state_payload(online: bool, timestamp_ms: int) -> bytes:
     return json.dumps({"online": online, "timestamp": timestamp_ms}).encode()
 
@@ -121,6 +160,11 @@ class SparkplugHost:
         self.config = config
         self._ctx = ctx
         self._by_path = {t.config.path: t.tag_id for t in tags}
+        self._index = tag_index(tags)
+        self.targets: dict[int, CommandTarget] = {}
+        """Tag id → its metric, from the births seen (where a command goes)."""
+        self._awaited: dict[int, _Awaited] = {}
+        self._client: aiomqtt.Client | None = None
         self._text_ids = {t.tag_id for t in tags if t.config.data_type is DataType.STRING}
         self.state = HostState(
             config.reorder_window, config.reorder_timeout, config.rebirth_min_interval
@@ -210,6 +254,7 @@ class SparkplugHost:
             default_ts = update.timestamp_ms * 1_000_000
         if update.birth and self.config.auto_tags and self._ctx.declare_tags is not None:
             self._create_tags(update)
+        awaited = self._awaited
         for name, metric in update.metrics:
             tag_id = self._tag_id(update.group, update.node, update.device, name)
             if tag_id is None:
@@ -218,6 +263,11 @@ class SparkplugHost:
                 continue
             if update.birth:
                 self._device_tags[(update.group, update.node, update.device)].add(tag_id)
+                self.targets[tag_id] = CommandTarget(
+                    update.group, update.node, update.device, name, metric.alias, metric.datatype
+                )
+            if awaited and tag_id in awaited:
+                self._deliver(tag_id, metric)
             text: str | None = None
             is_text_tag = tag_id in text_ids
             if is_text_tag and not metric.is_null and metric.error is None:
@@ -288,6 +338,113 @@ class SparkplugHost:
                     )
                 )
         return out
+
+    def _deliver(self, tag_id: int, metric: Metric) -> None:
+        """The first live, Good value of an awaited tag after its command: its read back."""
+        awaited = self._awaited[tag_id]
+        if awaited.event.is_set() or metric.is_historical or metric.is_null or metric.error:
+            return
+        if metric.quality is not None and metric.quality & 0x80000000:
+            return
+        raw: float | str | None = metric.text if metric.text is not None else None
+        if raw is None:
+            if not metric.numeric:
+                return
+            raw = metric.value
+        awaited.value = engineering(awaited.config, raw)
+        awaited.event.set()
+
+    # ------------------------------------------------------------------ commands
+
+    async def write(self, tag: str | int, value: Value) -> None:
+        """Send a command to the metric a writable tag (id, UNS path or tag map path)
+        maps onto: a DCMD to its device (an NCMD for a node-level metric), QoS 0 and not
+        retained as Sparkplug requires, the value encoded with the metric's datatype from
+        its birth and named by its alias when the birth gave one.  Sparkplug has no
+        acknowledgement: the write returns once the message is handed to the broker
+        connection, and only :meth:`read_back` tells whether the edge node applied it.
+
+        Raises :class:`~isthmus.connectors.base.CommandWriteError`: ``failed`` when
+        nothing was published (unknown or non-writable tag, no birth seen for its metric,
+        the edge node or device is dead, a value that does not fit the datatype, not
+        connected, the client refused the message); ``uncertain`` when the message was
+        handed to the client but not written out within ``timeout``."""
+        bound = self._index.get(tag)
+        if bound is None:
+            raise CommandWriteError(f"Sparkplug source {self.name}: no tag {tag!r}")
+        cfg = bound.config
+        if not cfg.writable:
+            raise CommandWriteError(f"{cfg.path}: not writable (set writable: true)")
+        target = self.targets.get(bound.tag_id)
+        if target is None:
+            raise CommandWriteError(
+                f"{cfg.path}: no birth maps a metric onto this tag yet (nowhere to send)"
+            )
+        where = f"{target.group}/{target.node}" + (f"/{target.device}" if target.device else "")
+        if not self.state.is_born(target.group, target.node, target.device):
+            raise CommandWriteError(f"{cfg.path}: {where} is offline (death, no birth since)")
+        datatype = target.datatype or DATATYPE_OF[cfg.data_type]
+        try:
+            wire = command_value(cfg, value, datatype)
+        except ValueError as exc:
+            raise CommandWriteError(f"{cfg.path}: metric {target.metric!r}: {exc}") from None
+        client = self._client
+        if client is None or not self._link.connected:
+            self._ctx.metrics.inc(self._m + "write_errors")
+            raise CommandWriteError(f"{cfg.path}: Sparkplug source {self.name} is not connected")
+        name = None if target.alias is not None else target.metric
+        now_ms = self._ctx.clock.now_ns() // 1_000_000
+        payload = encode(
+            [OutMetric(name, target.alias, datatype, wire, timestamp_ms=now_ms)],
+            seq=None,
+            timestamp_ms=now_ms,
+        )
+        kind = "DCMD" if target.device is not None else "NCMD"
+        self._awaited[bound.tag_id] = _Awaited(cfg)  # before publishing: a fast echo counts
+        try:
+            await client.publish(
+                topic(target.group, kind, target.node, target.device),
+                payload,
+                qos=0,
+                retain=False,
+                timeout=self.config.timeout,
+            )
+        except aiomqtt.MqttCodeError as exc:  # refused by the client: nothing sent
+            self._awaited.pop(bound.tag_id, None)
+            self._ctx.metrics.inc(self._m + "write_errors")
+            raise CommandWriteError(f"{cfg.path}: {kind} to {where} not published: {exc}") from None
+        except aiomqtt.MqttError as exc:
+            self._ctx.metrics.inc(self._m + "write_errors")
+            raise CommandWriteError(
+                f"{cfg.path}: {kind} to {where} handed to the client but not sent within "
+                f"{self.config.timeout:g} s ({exc}): it may still reach the edge node",
+                "uncertain",
+            ) from None
+        self._ctx.metrics.inc(self._m + "writes")
+        self._ctx.log.info(
+            "Sparkplug source %s: %s %s = %r to %s", self.name, kind, target.metric, wire, where
+        )
+
+    async def read_back(self, tag: str | int, timeout: float) -> Value | None:  # noqa: ASYNC109
+        """The tag's next live value in an NDATA/DDATA (or a birth) received after the
+        last command to it was published (without a command: after this call), waited for
+        at most ``timeout`` seconds.  Sparkplug has no read service: an edge node reports
+        a commanded metric's new value in its next data message; ``None`` if none came."""
+        bound = self._index.get(tag)
+        if bound is None:
+            return None
+        awaited = self._awaited.get(bound.tag_id)
+        if awaited is None:
+            awaited = self._awaited[bound.tag_id] = _Awaited(bound.config)
+        try:
+            async with asyncio.timeout(timeout):
+                await awaited.event.wait()
+        except TimeoutError:
+            return None
+        finally:
+            if self._awaited.get(bound.tag_id) is awaited:
+                del self._awaited[bound.tag_id]
+        return awaited.value
 
     def _death_batch(self, death: Death, now_ns: int) -> Batch | None:
         ids: set[int] = set()
@@ -396,6 +553,7 @@ class SparkplugHost:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         cfg = self.config
+        self._client = client
         own_state = state_topic(cfg.host_id) if cfg.host_id is not None else None
         if own_state is not None:
             await client.subscribe(own_state, qos=1)
@@ -458,12 +616,15 @@ class SparkplugHost:
             on_drop=self._on_drop,
             will=will,
         )
-        async with client:
-            try:
-                await self._session(client)
-            except asyncio.CancelledError:
-                await self._goodbye(client)
-                raise
+        try:
+            async with client:
+                try:
+                    await self._session(client)
+                except asyncio.CancelledError:
+                    await self._goodbye(client)
+                    raise
+        finally:
+            self._client = None
         raise LinkLost("disconnected")
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
