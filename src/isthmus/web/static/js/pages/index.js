@@ -2,5 +2,8 @@
 // default export is definePage({...}) (see router.js), import it here and list it.
 
 import tower from "./tower.js";
+import commands from "./commands.js";
+import commandDetail from "./commands-detail.js";
+import approvals from "./approvals.js";
 
-export const PAGES = [tower];
+export const PAGES = [tower, commands, approvals, commandDetail];
