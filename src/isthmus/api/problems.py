@@ -14,10 +14,11 @@ its own ``HTTPValidationError`` JSON).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -184,7 +185,25 @@ async def _api_problem(request: Request, exc: Exception) -> ProblemResponse:
 async def _http_exception(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else _title(exc.status_code)
-    return problem_response(request, exc.status_code, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem_response(request, exc.status_code, detail, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path.  Starlette's 405 names only the
+    methods of the first route whose path matched (``GET /x`` and ``POST /x`` are two
+    routes), so a client told ``Allow: POST`` would never learn of the GET."""
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)  # FastAPI >= 0.160
+    routes: Iterable[Any] = request.app.routes if iterate is None else iterate(request.app.routes)
+    path = request.url.path
+    methods: set[str] = set()
+    for route in routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _param_name(loc: Sequence[int | str]) -> tuple[str, str]:
