@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from isthmus.connectors.sparkplug.edge import SparkplugEdge
     from isthmus.historian.maintenance import HistorianMaintenance
     from isthmus.historian.scheduled_export import ScheduledExport
+    from isthmus.security.commands import CommandGate
     from isthmus.security.tls import TlsFiles
     from isthmus.transport.mqtt import UnsPublisher
 
@@ -93,6 +94,8 @@ class Runtime:
     capabilities: list[Part] = field(default_factory=list)
     """Long-running parts of capabilities (commands, alarms...), started after the
     live-data consumers and before the sources."""
+    commands: CommandGate | None = None
+    """The command gate (its part is in ``capabilities``); the API attaches the audit log."""
     parts: list[Part] = field(default_factory=list)
     """What :func:`start_pipeline` started, in start order."""
 
@@ -208,6 +211,11 @@ def build_runtime(
         scheduled_export = ScheduledExport(
             plant.export, store, data_dir, clock, metrics, events, units
         )
+    from isthmus.security.commands import build_gate
+
+    gate, gate_part = build_gate(
+        plant.commands, catalog, sources, store, data_dir, clock, events=events, metrics=metrics
+    )
     return Runtime(
         plant=plant,
         source_configs=list(source_configs),
@@ -226,6 +234,8 @@ def build_runtime(
         scheduled_export=scheduled_export,
         maintenance=maintenance,
         events=events,
+        capabilities=[gate_part],
+        commands=gate,
     )
 
 
@@ -419,6 +429,8 @@ def api_context(rt: Runtime) -> ApiContext:
             ).encode()
         ).hexdigest(),
     )
+    if rt.commands is not None:
+        rt.commands.audit = audit  # the gate refuses every command until it has one
     identity = Identity.open(rt.data_dir, rt.plant.api.token_ttl, rt.clock)
     if identity.users.get(ADMIN_USERNAME) is not None:
         cli_tokens = TokenService(load_or_create_secret(rt.data_dir), CLI_TOKEN_TTL_S, rt.clock)
@@ -437,6 +449,7 @@ def api_context(rt: Runtime) -> ApiContext:
         events=rt.events,
         enum_labels=rt.enum_labels,
         audit=audit,
+        commands=rt.commands,
     )
 
 

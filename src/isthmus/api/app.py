@@ -11,7 +11,7 @@ from swagger_ui_bundle import swagger_ui_path
 from isthmus.api.context import ApiContext
 from isthmus.api.headers import SecurityHeadersMiddleware, inline_script_csp
 from isthmus.api.problems import GuardMiddleware, install_problem_handlers
-from isthmus.api.routers import audit, auth, events, health, stream, tags
+from isthmus.api.routers import audit, auth, commands, events, health, stream, tags
 from isthmus.web import STATIC_DIR
 
 # The page loads only its own script and style and talks only to its own origin.
@@ -38,7 +38,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(GuardMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: 500s get the headers too
-    for module in (health, auth, tags, events, stream, audit):
+    for module in (health, auth, tags, events, stream, audit, commands):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -12,6 +12,7 @@ from isthmus.model.clock import Clock
 from isthmus.observe.events import EventLog
 from isthmus.observe.metrics import Metrics
 from isthmus.security.audit import AuditLog
+from isthmus.security.commands import CommandGate
 from isthmus.security.identity import Identity
 from isthmus.transport.local import LocalTransport
 
@@ -49,6 +50,8 @@ class ApiContext:
     """Enumeration labels the sources read from their devices, per tag id."""
     audit: AuditLog | None = None
     """The tamper-evident audit log (None: this server keeps none; /api/audit says 503)."""
+    commands: CommandGate | None = None
+    """The command gate (None: this server sends no commands; /api/commands says 503)."""
 
     def __post_init__(self) -> None:
         if self.started_ns == 0:

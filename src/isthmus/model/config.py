@@ -86,6 +86,16 @@ class TagConfig(Strict):
     enum: dict[int, str] | None = Field(
         default=None, description="labels of an enumeration's values: {0: Stopped, 1: Running}"
     )
+    write_limits: tuple[float, float] | None = Field(
+        default=None,
+        description="commands only inside [low, high] (engineering units; inside range)",
+    )
+    max_step: float | None = Field(
+        default=None, gt=0, description="largest change of the value one command may make"
+    )
+    min_interval: Duration | None = Field(
+        default=None, description="shortest time between two commands to this tag"
+    )
 
     @field_validator("path")
     @classmethod
@@ -123,6 +133,20 @@ class TagConfig(Strict):
                 raise ValueError("a string tag takes no range, scale or offset")
             if self.deadband:
                 raise ValueError("a string tag takes no deadband (every change is recorded)")
+            if self.write_limits is not None or self.max_step is not None:
+                raise ValueError("a string tag takes no write_limits or max_step")
+        return self
+
+    @model_validator(mode="after")
+    def _write_limits(self) -> TagConfig:
+        limits = self.write_limits
+        if limits is None:
+            return self
+        if not limits[0] <= limits[1]:
+            raise ValueError("write_limits low must not be above write_limits high")
+        rng = self.range
+        if rng is not None and not (rng[0] <= limits[0] and limits[1] <= rng[1]):
+            raise ValueError(f"write_limits {list(limits)} must lie inside range {list(rng)}")
         return self
 
 
@@ -541,6 +565,20 @@ class ExportConfig(Strict):
     )
 
 
+class CommandsConfig(Strict):
+    """The command gate (see docs/commands.md)."""
+
+    approval_timeout: Duration = Field(
+        default=15 * 60.0, gt=0, description="a critical command not approved by then expires"
+    )
+    readback_timeout: Duration = Field(
+        default=5.0, gt=0, description="longest wait for the value read back after a write"
+    )
+    write_timeout: Duration = Field(
+        default=5.0, gt=0, description="longest wait for the device to confirm a write"
+    )
+
+
 class PlantConfig(Strict):
     version: Literal[1] = Field(default=1, description="configuration format version")
     enterprise: str = Field(description="ISA-95 enterprise: first segment of every UNS path")
@@ -567,6 +605,9 @@ class PlantConfig(Strict):
     )
     transport: TransportConfig | None = Field(
         default=None, description="edge → hub over NATS JetStream (roles edge and hub)"
+    )
+    commands: CommandsConfig = Field(
+        default=CommandsConfig(), description="the command gate: approvals and timeouts"
     )
 
     @field_validator("enterprise", "site")
