@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from asyncua import Node, Server, ua
-from isthmus.pipeline.metrics import Metrics
 
 from isthmus.connectors.base import BoundTag, SourceContext
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.source import OpcUaSource
 from isthmus.model.quality import Quality
+from isthmus.observe.metrics import Metrics
 from tests.support import Collector, free_port
 
 pytestmark = [
