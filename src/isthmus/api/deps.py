@@ -4,7 +4,8 @@ Every route declares its permission with exactly one dependency:
 
 * ``Depends(require(Resource.TAGS, Action.READ))`` authenticates the bearer token (401
   problem when missing or invalid), asks the permission matrix (403 problem with
-  ``reason: permission`` when the role may not), audits every refusal, and gives the
+  ``reason: permission`` and ``required: tags:read`` when the role may not), audits
+  every refusal, and gives the
   route the caller's :class:`~isthmus.security.rbac.Principal` (whose scopes the route
   applies to every object it returns);
 * ``Depends(require_ws(Resource.LIVE, Action.READ))`` does the same for a WebSocket,
@@ -199,7 +200,12 @@ def require(resource: Resource, action: Action) -> Require:
                 role=str(principal.role),
                 reason="permission",
             )
-            raise ApiProblem(403, _denied(principal, resource, action), reason="permission")
+            raise ApiProblem(
+                403,
+                _denied(principal, resource, action),
+                reason="permission",
+                required=f"{resource}:{action}",
+            )
         return principal
 
     setattr(dependency, PERMISSION_ATTR, (resource, action))
