@@ -1,6 +1,11 @@
 """Roles of a process: ``all`` (one process), ``edge`` (publishes to the hub over NATS
 JetStream through the spool) and ``hub`` (consumes every site's stream into PostgreSQL).
 
+Commands across sites: the hub's command gate sends every command to the edge of the
+tag's site (:class:`~isthmus.security.commands.remote.RemoteExecutor`); the edge receives
+them and executes them with its own gate's executor (``CommandReceiver`` +
+``EdgeCommandHandler``), and publishes its writable tags' settings for the hub's checks.
+
 The composition root (:mod:`isthmus.app`) builds the same runtime for every role; this
 module adds the role's parts to it (:func:`attach_role`) and runs them
 (:class:`RoleParts`).  Start: the spool writer subscribes to the pipeline before any
@@ -11,9 +16,10 @@ the publisher persists its last ack; the hub consumer stops before the store clo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +29,10 @@ from isthmus.model.errors import IsthmusError
 if TYPE_CHECKING:
     from isthmus.app import Runtime
     from isthmus.model.catalog import CatalogEntry
+    from isthmus.model.config import TagConfig
     from isthmus.pipeline.hub import HubConsumer
+    from isthmus.security.commands.remote import RemoteExecutor
+    from isthmus.transport.nats.commands import CommandReceiver, CommandSender
     from isthmus.transport.nats.ledger import HubLedger
     from isthmus.transport.nats.publisher import EdgePublisher
     from isthmus.transport.nats.spooler import SpoolWriter
@@ -48,6 +57,15 @@ class RoleParts:
     ledger: HubLedger | None = None
     refresh: Callable[[], Coroutine[Any, Any, None]] | None = None
     """Hub: keeps the API's tag catalog up to date with the tags the sites publish."""
+    commands: CommandReceiver | None = None
+    """Edge: the hub's orders for this site."""
+    sender: CommandSender | None = None
+    """Hub: orders to the sites' edges."""
+    remote: RemoteExecutor | None = None
+    """Hub: the gate's executor (it keeps looking for late answers)."""
+    resume: Callable[[], Coroutine[Any, Any, Callable[[], Coroutine[Any, Any, Any]]]] | None = None
+    """Hub: at start, before the gate's recovery, takes the orders a previous run had
+    sent and returns the task that settles them."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @property
@@ -63,9 +81,17 @@ class RoleParts:
             self.tasks.append(asyncio.create_task(self.hub.run(), name="hub-consumer"))
         if self.refresh is not None:
             self.tasks.append(asyncio.create_task(self.refresh(), name="hub-catalog"))
+        if self.commands is not None:
+            self.tasks.append(asyncio.create_task(self.commands.run(), name="nats-commands"))
+        if self.sender is not None:
+            self.tasks.append(asyncio.create_task(self.sender.run(), name="nats-commands"))
+        if self.resume is not None:
+            settle = await self.resume()
+            self.tasks.append(asyncio.create_task(settle(), name="commands-resume"))
 
     async def stop(self, grace: float = 3.0) -> None:
-        for name in ("spool-writer", "nats-publisher", "hub-consumer", "hub-catalog"):
+        names = ("commands-resume", "nats-commands", "spool-writer", "nats-publisher")
+        for name in (*names, "hub-consumer", "hub-catalog"):
             if name == "nats-publisher" and self.publisher is not None:
                 await self.publisher.drain(grace)
             for task in [t for t in self.tasks if t.get_name() == name]:
@@ -76,6 +102,8 @@ class RoleParts:
                 elif not task.cancelled() and task.exception() is not None:
                     log.error("task %s failed: %s", name, task.exception())
         self.tasks.clear()
+        if self.remote is not None:
+            self.remote.close()
         if self.spool is not None:
             self.spool.close()
         if self.ledger is not None:
@@ -87,6 +115,10 @@ class RoleParts:
             out["nats-publisher"] = self.publisher.connected
         if self.hub is not None:
             out["nats-hub"] = self.hub.connected
+        if self.commands is not None:
+            out["nats-commands"] = self.commands.connected
+        if self.sender is not None:
+            out["nats-commands"] = self.sender.connected
         return out
 
 
@@ -157,6 +189,31 @@ def _attach_edge(rt: Runtime, parts: RoleParts) -> None:
         events=rt.events,
     )
     parts.spool, parts.spool_writer, parts.publisher = spool, writer, publisher
+    _attach_edge_commands(rt, parts)
+
+
+def _attach_edge_commands(rt: Runtime, parts: RoleParts) -> None:
+    """The hub's orders for this site, executed by this process's gate executor."""
+    from isthmus.security.commands.remote import EdgeCommandHandler
+    from isthmus.transport.nats.commands import CommandReceiver
+
+    cfg, gate = rt.plant.transport, rt.commands
+    if cfg is None or gate is None:
+        return
+    handler = EdgeCommandHandler(
+        gate.executor, gate.store, rt.clock, audit=lambda: gate.audit, hub="hub"
+    )
+    parts.commands = CommandReceiver(
+        cfg,
+        rt.plant.site,
+        handler,
+        rt.metrics,
+        rt.clock,
+        name=f"{rt.plant.site}-{os.getpid()}",
+        duplicate_window=rt.plant.commands.approval_timeout,
+        events=rt.events,
+        tags=lambda: [(e.path, e.config) for e in rt.catalog if e.config.writable],
+    )
 
 
 def _attach_hub(rt: Runtime, parts: RoleParts) -> None:
@@ -177,24 +234,88 @@ def _attach_hub(rt: Runtime, parts: RoleParts) -> None:
     parts.hub = HubConsumer(
         cfg, rt.store, ledger, rt.metrics, rt.clock, name=name, events=rt.events
     )
+    sender = _attach_hub_commands(rt, parts, name)
 
     async def refresh() -> None:
+        from isthmus.historian.base import TagMeta
+
+        # The writable tags' settings each edge published: the gate checks them.  Kept
+        # while NATS cannot be asked (a link down must not make every tag read-only).
+        settings: dict[str, TagConfig] = {}
+        loaded = False
         while True:
             try:
+                if sender.connected:
+                    with contextlib.suppress(Exception):
+                        fresh: dict[str, TagConfig] = {}
+                        for tags in (await sender.site_tags()).values():
+                            fresh.update(tags)
+                        settings, loaded = fresh, True
+                unknown = [
+                    TagMeta(path, c.data_type.value, c.unit)
+                    for path, c in settings.items()
+                    if rt.catalog.by_path(path) is None
+                ]
+                if unknown:  # commandable before their first sample arrives
+                    await asyncio.to_thread(rt.store.register_tags, unknown)
                 rows = await asyncio.to_thread(ledger.tag_rows)
-                added = rt.catalog.extend(hub_entries(rows))
-                if added:
-                    log.info("hub: %d tag(s) added to the catalog", added)
+                entries = hub_entries(rows, settings)
+                added = rt.catalog.extend(entries)
+                changed = rt.catalog.update(entries)
+                if added or changed:
+                    log.info("hub: %d tag(s) added to the catalog, %d changed", added, changed)
             except Exception as exc:  # PostgreSQL away: the next round retries
                 log.debug("hub catalog refresh failed: %s", exc)
-            await asyncio.sleep(CATALOG_REFRESH_S)
+            # Quickly until the sites' settings came once (a hub that just started).
+            await asyncio.sleep(CATALOG_REFRESH_S if loaded else 0.5)
 
     parts.refresh = refresh
 
 
-def hub_entries(rows: list[tuple[int, str, str, str]]) -> list[CatalogEntry]:
+def _attach_hub_commands(rt: Runtime, parts: RoleParts, name: str) -> CommandSender:
+    """The hub's gate sends every command to the edge of its tag's site (the hub has no
+    sources): its executor becomes a :class:`RemoteExecutor`."""
+    from isthmus.security.commands.remote import RemoteExecutor
+    from isthmus.transport.nats.commands import CommandSender
+
+    cfg, gate, commands = rt.plant.transport, rt.commands, rt.plant.commands
+    assert cfg is not None
+    sender = CommandSender(
+        cfg,
+        rt.metrics,
+        rt.clock,
+        name=name,
+        duplicate_window=commands.approval_timeout,
+        events=rt.events,
+    )
+    parts.sender = sender
+    if gate is None:
+        return sender
+    remote = RemoteExecutor(
+        sender,
+        rt.clock,
+        journal=gate.store,
+        audit=lambda: gate.audit,
+        grace=commands.write_timeout + commands.readback_timeout + 2.0,
+    )
+    gate.executor = parts.remote = remote
+
+    async def resume() -> Callable[[], Coroutine[Any, Any, Any]]:
+        pending = await remote.pending(gate.store)
+        if pending:
+            log.info("hub: %d command(s) sent before the restart: awaiting results", len(pending))
+        return lambda: remote.resume(gate.store, commands.approval_timeout, pending)
+
+    parts.resume = resume
+    return sender
+
+
+def hub_entries(
+    rows: list[tuple[int, str, str, str]], settings: Mapping[str, TagConfig] | None = None
+) -> list[CatalogEntry]:
     """Catalog entries for the historian's tags (full paths enterprise/site/...): the
-    hub serves every site's tags without their configs."""
+    hub serves every site's tags without their configs, except the settings the sites
+    published for their writable tags (``settings``, by full path)."""
     from isthmus.model.catalog import CatalogEntry
     from isthmus.model.config import DataType, TagConfig
 
@@ -207,6 +328,10 @@ def hub_entries(rows: list[tuple[int, str, str, str]]) -> list[CatalogEntry]:
             dtype = DataType(data_type)
         except ValueError:
             dtype = DataType.FLOAT64
+        published = (settings or {}).get(path)
+        if published is not None and published.path == "/".join(parts[2:]):
+            out.append(CatalogEntry(tag_id, path, parts[1], published))
+            continue
         try:
             cfg = TagConfig(path="/".join(parts[2:]), data_type=dtype, unit=unit)
         except ValueError:

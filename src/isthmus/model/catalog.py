@@ -50,6 +50,21 @@ class TagCatalog:
                 listener(new)
         return len(new)
 
+    def update(self, entries: Iterable[CatalogEntry]) -> int:
+        """Replace the settings of known entries (same path and id) by those given, e.g.
+        a hub learning a site's changed command settings; returns how many changed.
+        Paths and ids never change, so no subscriber is told."""
+        changed = 0
+        for e in entries:
+            old = self._by_path.get(e.path)
+            if old is None or old.tag_id != e.tag_id or old.config == e.config:
+                continue
+            self._by_path[e.path] = self._by_id[e.tag_id] = e
+            changed += 1
+        if changed:
+            self._entries = sorted(self._by_path.values(), key=lambda x: x.path)
+        return changed
+
     def by_path(self, path: str) -> CatalogEntry | None:
         return self._by_path.get(path.strip("/"))
 

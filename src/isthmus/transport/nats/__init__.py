@@ -13,6 +13,8 @@
 * :mod:`.spooler` — pipeline batches merged and appended to the spool.
 * :mod:`.publisher` — spool → JetStream, pipelined, acknowledged, replay marked historical.
 * :mod:`.hub` and :mod:`.ledger` — JetStream → historian, ack after commit, quarantine.
+* :mod:`.commands` — commands across sites: orders hub → edge, results back, the edges'
+  writable tag settings (plumbing only; the gate is ``isthmus.security.commands``).
 
 Delivery is at-least-once end to end; duplicates are removed by JetStream's message-id
 window and, beyond it, by the historian's idempotent ``(tag, ts)`` writes.  See

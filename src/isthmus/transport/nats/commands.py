@@ -555,8 +555,9 @@ class CommandSender:
                 remaining = (deadline_ns - self.clock.now_ns()) / 1e9
                 if fut.done() or remaining <= 0:
                     break
-                if not self.connected:
-                    await self._wait_any(fut, self._ready.wait(), min(remaining, 0.5))
+                if not self.connected:  # no session yet, or nats-py reconnecting
+                    ready = None if self._ready.is_set() else self._ready.wait()
+                    await self._wait_any(fut, ready, min(remaining, 0.25))
                     continue
                 js = self._js
                 assert js is not None
