@@ -1,24 +1,33 @@
-"""Generate the configuration reference from the config models themselves.
+"""Generate reference pages from the code itself.
 
-``python -m isthmus.docgen > docs/configuration-reference.md``; a test keeps the file
-in step with the models, so the docs never drift from what is validated.
+``python -m isthmus.docgen > docs/configuration-reference.md`` (from the config models)
+and ``python -m isthmus.docgen permissions > docs/permissions.md`` (from the permission
+matrix and the permission every route declares); tests keep the files in step, so the
+docs never drift from what is validated and enforced.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
+import pkgutil
+import sys
 import types
 import typing
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from isthmus.api import routers
+from isthmus.api.deps import RouteGuard, route_guards
 from isthmus.connectors.registry import default_connectors
 from isthmus.model.config import (
     ApiConfig,
     ApiTls,
+    Criticality,
     ExportConfig,
     NatsStreamConfig,
     PipelineConfig,
@@ -32,6 +41,14 @@ from isthmus.model.config import (
     TagConfig,
     TransportConfig,
     UnsConfig,
+)
+from isthmus.security.rbac import (
+    APPROVER_ROLES,
+    COMMAND_CRITICALITY,
+    MATRIX,
+    OPCUA_ROLE,
+    Resource,
+    Role,
 )
 
 
@@ -198,5 +215,157 @@ def reference() -> str:
     return "\n".join(parts)
 
 
+# --------------------------------------------------------------------------- permissions
+
+ROLE_PURPOSE: dict[Role, str] = {
+    Role.VIEWER: "looks: tags, history, the live stream and events",
+    Role.OPERATOR: "runs the plant: a viewer who may command low and medium tags",
+    Role.ENGINEER: "tunes the plant: an operator who may command high tags and export history",
+    Role.SUPERVISOR: "answers for the plant: commands any tag, approves others' critical "
+    "commands, reads the audit log",
+    Role.SECURITY_ADMIN: "runs identity: users, API tokens and the audit log; sends no command",
+    Role.ADMIN: "everything (the demo's first user)",
+}
+
+OPCUA_PURPOSE: dict[str, str] = {
+    "Observer": "browse, read live and historical data and events, subscribe",
+    "Operator": "an Observer who may also write live data (setpoints)",
+    "Engineer": "an Operator who may also change the configuration of the process",
+    "Supervisor": "an Operator who may also call methods and act on others' requests",
+    "SecurityAdmin": "change the server's security settings (users, roles, certificates)",
+    "ConfigureAdmin": "change the server's non-security configuration",
+}
+
+RESOURCE_PURPOSE: dict[Resource, str] = {
+    Resource.SYSTEM: "health details, metrics, the sources' status",
+    Resource.TAGS: "the tag catalog, the hierarchy and last values",
+    Resource.HISTORY: "raw, bucketed and interpolated history",
+    Resource.LIVE: "the live WebSocket stream",
+    Resource.EVENTS: "the event log (outages, rejected frames...)",
+    Resource.EXPORT: "bulk export of history",
+    Resource.COMMANDS: "commands to machines through the command gate",
+    Resource.APPROVALS: "second-person approval of critical commands",
+    Resource.USERS: "users, their roles, scopes and second factor",
+    Resource.TOKENS: "API tokens for machines (MES, ERP, scripts)",
+    Resource.AUDIT: "the tamper-evident audit log",
+}
+
+
+def _api_routes() -> list[RouteGuard]:
+    """Every route of every router in ``isthmus.api.routers``, as the server mounts them."""
+    app = FastAPI()
+    for info in sorted(pkgutil.iter_modules(routers.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{routers.__name__}.{info.name}")
+        router = getattr(module, "router", None)
+        if router is not None:
+            app.include_router(router)
+    return sorted(route_guards(app), key=lambda g: (g.path, g.methods))
+
+
+def _mark(yes: bool) -> str:
+    return "✓" if yes else "—"
+
+
+def permissions() -> str:
+    routes = _api_routes()
+    used = {g.permission for g in routes if g.permission is not None}
+    granted = {perm for role in Role if role is not Role.ADMIN for perm in MATRIX[role]}
+    rows = sorted(used | granted, key=lambda p: (list(Resource).index(p[0]), p[1]))
+    roles = list(Role)
+    header = "| permission | " + " | ".join(f"`{r.value}`" for r in roles) + " | what |"
+    matrix = [header, "| --- |" + " --- |" * (len(roles) + 1)]
+    for resource, action in rows:
+        cells = " | ".join(_mark((resource, action) in MATRIX[r]) for r in roles)
+        matrix.append(
+            f"| `{resource.value}:{action.value}` | {cells} | {RESOURCE_PURPOSE[resource]} |"
+        )
+    crit = ["| criticality | " + " | ".join(f"`{r.value}`" for r in roles) + " |"]
+    crit.append("| --- |" + " --- |" * len(roles))
+    for level in Criticality:
+        cells = " | ".join(_mark(level in COMMAND_CRITICALITY[r]) for r in roles)
+        crit.append(f"| `{level.value}` | {cells} |")
+    role_rows = ["| role | OPC UA Part 3 role | for whom | the OPC UA role may |"]
+    role_rows.append("| --- | --- | --- | --- |")
+    for role in roles:
+        ua = OPCUA_ROLE[role]
+        role_rows.append(f"| `{role.value}` | {ua} | {ROLE_PURPOSE[role]} | {OPCUA_PURPOSE[ua]} |")
+    route_rows = ["| method | path | needs | what |", "| --- | --- | --- | --- |"]
+    for g in routes:
+        if g.permission is not None:
+            needs = f"`{g.permission[0].value}:{g.permission[1].value}`"
+        elif g.signed_in:
+            needs = "any signed-in caller"
+        elif g.public is not None:
+            needs = f"nothing (public: {g.public})"
+        else:
+            needs = "**undeclared**"
+        methods = ", ".join(m for m in g.methods if m != "HEAD")
+        route_rows.append(f"| {methods} | `{g.path}` | {needs} | {g.summary} |")
+    approvers = ", ".join(f"`{r.value}`" for r in roles if r in APPROVER_ROLES)
+    return "\n".join(
+        [
+            "# Permissions",
+            "",
+            "<!-- generated by `python -m isthmus.docgen permissions`; do not edit by hand -->",
+            "",
+            "Every caller is a user (signed in with a password, and a second factor where "
+            "required) or an API token; each has one **role** and optional **scopes**. The "
+            "role decides which routes it may call (the matrix below, in "
+            "`isthmus.security.rbac`); the scopes decide which objects it sees through them.",
+            "",
+            "## Roles",
+            "",
+            "\n".join(role_rows),
+            "",
+            "The roles map to the well-known roles of OPC UA Part 3 (§4.9), so that a plant's "
+            "OPC UA role model and Isthmus's line up. `admin` may do everything, "
+            "ConfigureAdmin's configuration included.",
+            "",
+            "## The matrix",
+            "",
+            "\n".join(matrix),
+            "",
+            "A route needing a permission the caller's role lacks answers `403` with an "
+            "`application/problem+json` body whose `reason` is `permission` and `required` "
+            "names the permission (e.g. `users:write`); the refusal is recorded in the audit "
+            "log (`rbac.denied`). No token, or an invalid, expired or revoked one: `401`, "
+            "`reason: authentication`. A session whose user must enrol a second factor "
+            "first: `403`, `reason: mfa_enrollment_required`.",
+            "",
+            "## Commands",
+            "",
+            "Which tags a role may command, by the tag's `criticality`:",
+            "",
+            "\n".join(crit),
+            "",
+            f"A `critical` tag's command also waits for a second person's approval: "
+            f"{approvers}, never the person who asked.",
+            "",
+            "## Scopes",
+            "",
+            "A user or API token may be limited to hierarchy prefixes (`acme/lyon/utilities`); "
+            "none means the whole enterprise. A scoped caller sees the tags inside its scopes "
+            "and nothing else, not even a name: tag lists, the last values and the live "
+            "stream hold only those tags; the hierarchy holds them and the nodes on the way "
+            "down to them; events appear only when everything they name is inside (events of "
+            "no tag, such as the spool's or the audit log's, are for unscoped callers); a "
+            "single tag outside the scopes (its last value, history, interpolation, a "
+            "command) answers `404` exactly as an unknown tag does, and is audited "
+            "(`rbac.denied`, `reason: scope`).",
+            "",
+            "## Every route",
+            "",
+            "\n".join(route_rows),
+            "",
+            "The web page (`/`), its static files and the API documentation (`/docs`, "
+            "`/openapi.json`) are public: they hold no data.",
+            "",
+        ]
+    )
+
+
 if __name__ == "__main__":
-    print(reference(), end="")
+    if sys.argv[1:] == ["permissions"]:
+        print(permissions(), end="")
+    else:
+        print(reference(), end="")

@@ -353,7 +353,8 @@ def route_guard(route: Any) -> RouteGuard | None:
         summary = route.summary or route.name
     elif isinstance(original, APIWebSocketRoute):
         methods = ("WEBSOCKET",)
-        summary = route.name
+        doc = (getattr(original.endpoint, "__doc__", None) or "").strip()
+        summary = doc.splitlines()[0] if doc else route.name
     else:
         return None
     permissions: list[tuple[Resource, Action]] = []

@@ -196,6 +196,7 @@ LiveCaller = Annotated[WsCaller, Depends(require_ws(Resource.LIVE, Action.READ))
 
 @router.websocket("/api/stream")
 async def stream(ws: WebSocket, ctx: Ctx, caller: LiveCaller) -> None:
+    """Live samples of the tags the caller may see, as JSON frames (token first)."""
     # require_ws accepted the socket and checked the first message's token.
     sub: Subscription | None = None
     try:
