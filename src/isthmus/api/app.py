@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from isthmus.api.context import ApiContext
+from isthmus.api.deps import public
 from isthmus.api.headers import SecurityHeadersMiddleware, inline_script_csp
 from isthmus.api.problems import GuardMiddleware, install_problem_handlers
 from isthmus.api.routers import audit, auth, commands, events, health, stream, tags
@@ -41,14 +42,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
     for module in (health, auth, tags, events, stream, audit, commands):
         app.include_router(module.router)
 
-    @app.get("/", include_in_schema=False)
+    public_page = [Depends(public("the sign-in page and the API docs: no data"))]
+
+    @app.get("/", include_in_schema=False, dependencies=public_page)
     async def index() -> FileResponse:
         return FileResponse(
             STATIC_DIR / "index.html",
             headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
         )
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/docs", include_in_schema=False, dependencies=public_page)
     async def docs() -> HTMLResponse:
         page = get_swagger_ui_html(
             openapi_url="/openapi.json",
