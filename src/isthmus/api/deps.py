@@ -42,7 +42,6 @@ from isthmus.api.context import ApiContext
 from isthmus.api.problems import ApiProblem, problem_responses
 from isthmus.security.audit import AuditLog, AuditUnavailable
 from isthmus.security.errors import InvalidToken, MfaEnrollmentRequired
-from isthmus.security.identity import Claims
 from isthmus.security.rbac import MATRIX, Action, Principal, Resource, Role
 
 log = logging.getLogger(__name__)
@@ -393,32 +392,3 @@ def route_guards(app: FastAPI) -> list[RouteGuard]:
     iterate = getattr(fastapi.routing, "iter_route_contexts", None)  # FastAPI >= 0.160
     routes: Iterable[Any] = app.routes if iterate is None else iterate(app.routes)
     return [guard for route in routes if (guard := route_guard(route)) is not None]
-
-
-# --------------------------------------------------------------------------- legacy
-
-
-def require_user(conn: HTTPConnection, ctx: Ctx, credentials: Bearer) -> Claims:
-    """Deprecated: the old claims of a signed-in caller (``/api/auth/me`` until it moves
-    to :func:`authenticated`).  Declares "any signed-in caller"."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiProblem(
-            401,
-            "a bearer token is required (POST /api/auth/login)",
-            headers={"WWW-Authenticate": _CHALLENGE},
-            reason="authentication",
-        )
-    try:
-        return ctx.identity.verify_token(credentials.credentials)
-    except InvalidToken as exc:
-        raise ApiProblem(
-            401,
-            str(exc),
-            headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
-            reason="authentication",
-        ) from None
-
-
-setattr(require_user, SIGNED_IN_ATTR, True)
-
-CurrentUser = Annotated[Claims, Depends(require_user)]
