@@ -259,3 +259,29 @@ async def test_uncertain_is_settled_by_the_late_answer_and_a_restarted_hub_resum
     assert u1 is not None and u1.state is CommandState.EXPIRED
     assert edge.device.applied == [(path, 12.0)]
     assert site_of(path) == site
+
+
+def test_hub_catalog_takes_the_published_settings_and_follows_their_changes() -> None:
+    from isthmus.roles import hub_entries
+
+    rows = [(7, "acme/lyon/utilities/line1/cell1/pump1/speed_sp", "float64", "%")]
+    published = TagConfig(
+        path="utilities/line1/cell1/pump1/speed_sp",
+        unit="%",
+        writable=True,
+        criticality=Criticality.CRITICAL,
+        write_limits=(10, 90),
+    )
+    (plain,) = hub_entries(rows)
+    assert not plain.config.writable  # nothing published: read-only on the hub
+    catalog = TagCatalog([plain])
+    (entry,) = hub_entries(rows, {rows[0][1]: published})
+    assert catalog.extend([entry]) == 0  # known path and id: not added again...
+    assert catalog.update([entry]) == 1  # ...but its settings follow the edge's
+    got = catalog.by_path(rows[0][1])
+    assert got is not None and got.config.criticality is Criticality.CRITICAL
+    assert catalog.update([entry]) == 0
+    assert catalog.update([CatalogEntry(8, entry.path, "lyon", published)]) == 0  # other id
+    # A setting published for another path is not taken.
+    wrong = published.model_copy(update={"path": "utilities/line1/cell1/pump1/other"})
+    assert not hub_entries(rows, {rows[0][1]: wrong})[0].config.writable
