@@ -406,14 +406,7 @@ def api_context(rt: Runtime) -> ApiContext:
     """What the API sees of the runtime; also leaves the local CLI token (mode 0600)."""
     from isthmus.api.context import ApiContext
     from isthmus.security.audit import CONFIG_LOADED, AuditLog
-    from isthmus.security.identity import (
-        ADMIN_USERNAME,
-        Identity,
-        Role,
-        TokenService,
-        load_or_create_secret,
-        write_private,
-    )
+    from isthmus.security.identity import Identity, IdentitySettings, write_private
 
     # Verified whole on opening: a tampered log stops the start (file, line, reason).
     audit = AuditLog(rt.data_dir, clock=rt.clock, events=rt.events)
@@ -431,11 +424,13 @@ def api_context(rt: Runtime) -> ApiContext:
     )
     if rt.commands is not None:
         rt.commands.audit = audit  # the gate refuses every command until it has one
-    identity = Identity.open(rt.data_dir, rt.plant.api.token_ttl, rt.clock)
-    if identity.users.get(ADMIN_USERNAME) is not None:
-        cli_tokens = TokenService(load_or_create_secret(rt.data_dir), CLI_TOKEN_TTL_S, rt.clock)
-        token = cli_tokens.issue(ADMIN_USERNAME, Role.VIEWER).access_token
-        write_private(rt.data_dir / CLI_TOKEN_FILE, token.encode())
+    # A corrupt users file stops the start here (file, line, field).
+    settings = IdentitySettings.from_config(rt.plant.api, mfa_issuer=f"Isthmus {rt.plant.site}")
+    identity = Identity.open(rt.data_dir, clock=rt.clock, settings=settings, audit=audit)
+    identity.warn_admins_without_mfa()
+    # The local CLI token: a viewer API token for `isthmus query`, re-issued every start.
+    token = identity.issue_local_token(CLI_TOKEN_TTL_S)
+    write_private(rt.data_dir / CLI_TOKEN_FILE, token.encode())
     return ApiContext(
         catalog=rt.catalog,
         store=rt.store,

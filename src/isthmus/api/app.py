@@ -12,7 +12,17 @@ from isthmus.api.context import ApiContext
 from isthmus.api.deps import public
 from isthmus.api.headers import SecurityHeadersMiddleware, inline_script_csp
 from isthmus.api.problems import GuardMiddleware, install_problem_handlers
-from isthmus.api.routers import audit, auth, commands, events, health, stream, tags
+from isthmus.api.routers import (
+    audit,
+    auth,
+    commands,
+    events,
+    health,
+    stream,
+    tags,
+    tokens,
+    users,
+)
 from isthmus.web import STATIC_DIR
 
 # The page loads only its own script and style and talks only to its own origin.
@@ -39,7 +49,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(GuardMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: 500s get the headers too
-    for module in (health, auth, tags, events, stream, audit, commands):
+    for module in (health, auth, tags, events, stream, audit, commands, users, tokens):
         app.include_router(module.router)
 
     public_page = [Depends(public("the sign-in page and the API docs: no data"))]

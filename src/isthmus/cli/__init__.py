@@ -14,13 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from isthmus import __version__
-from isthmus.cli import audit, export, opcua, query, serve, sim
+from isthmus.cli import audit, export, opcua, query, serve, sim, tokens, users
 from isthmus.cli.common import console, load_config, setup_logging
 from isthmus.model.errors import ConfigError, IsthmusError
 
 __all__ = ["build_parser", "load_config", "main"]
 
-GROUPS = (serve, sim, opcua, query, export, audit)
+GROUPS = (serve, sim, opcua, query, export, users, tokens, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -342,7 +342,21 @@ class LockoutConfig(Strict):
 class ApiConfig(Strict):
     host: str = Field(default="127.0.0.1", description="listen address (0.0.0.0: all)")
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port of API and UI")
-    token_ttl: Duration = Field(default=12 * 3600.0, description="lifetime of a login token")
+    token_ttl: Duration = Field(
+        default=15 * 60.0, description="lifetime of an access token (refresh for a new one)"
+    )
+    idle_timeout: Duration = Field(
+        default=30 * 60.0, description="a login session without requests for this long ends"
+    )
+    session_lifetime: Duration = Field(
+        default=12 * 3600.0, description="a login session ends this long after the login"
+    )
+    lockout: LockoutConfig = Field(
+        default_factory=LockoutConfig, description="lockout after failed logins"
+    )
+    mfa_required_roles: list[UserRole] = Field(
+        default_factory=list, description="roles whose users must use a second factor (TOTP)"
+    )
     tls: ApiTls | None = Field(
         default=None, description="HTTPS (with HSTS): {cert, key} or {self_signed: true}"
     )

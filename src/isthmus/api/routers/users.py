@@ -1,0 +1,207 @@
+"""``/api/users``: list, add, change, disable, delete users; reset a password or a
+second factor.  Reads need ``users:read``, changes ``users:write`` (admin and
+security_admin).  Only an admin grants the admin role or changes an admin; a scoped
+caller grants only scopes inside their own.  Every change is audited before it is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel, Field
+
+from isthmus.api.deps import Ctx, guarded, require
+from isthmus.api.routers.identity_problems import identity_problem, iso
+from isthmus.security.errors import IdentityError
+from isthmus.security.identity import UserInfo
+from isthmus.security.rbac import Action, Principal, Resource, Role
+
+router = APIRouter(prefix="/api/users", tags=["users"])
+
+Reader = Annotated[Principal, Depends(require(Resource.USERS, Action.READ))]
+Writer = Annotated[Principal, Depends(require(Resource.USERS, Action.WRITE))]
+Username = Annotated[str, Path(min_length=1, max_length=64, description="the username")]
+
+
+class UserOut(BaseModel):
+    username: str
+    role: Role
+    scopes: list[str] = Field(description="hierarchy prefixes; empty: the whole enterprise")
+    disabled: bool
+    mfa_active: bool
+    mfa_pending: bool = Field(description="enrolled but not verified yet")
+    recovery_codes_left: int
+    locked_until: str | None = Field(description="ISO 8601 UTC while locked out, else null")
+    sessions: int = Field(description="active login sessions")
+    created_at: str | None
+    changed_at: str | None
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(
+        min_length=1, max_length=1024, description="12+ characters, not the username, not common"
+    )
+    role: Role = Role.VIEWER
+    scopes: list[str] = Field(default_factory=list, max_length=100)
+
+
+class UserPatch(BaseModel):
+    role: Role | None = None
+    scopes: list[str] | None = Field(default=None, max_length=100)
+    disabled: bool | None = None
+
+
+class PasswordReset(BaseModel):
+    password: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="none: generate one"
+    )
+
+
+class PasswordResetResult(BaseModel):
+    password: str | None = Field(description="the generated password (shown once), or null")
+
+
+def _out(info: UserInfo) -> UserOut:
+    return UserOut(
+        username=info.username,
+        role=info.role,
+        scopes=list(info.scopes),
+        disabled=info.disabled,
+        mfa_active=info.mfa_active,
+        mfa_pending=info.mfa_pending,
+        recovery_codes_left=info.recovery_codes_left,
+        locked_until=iso(info.locked_until_ns),
+        sessions=info.sessions,
+        created_at=iso(info.created_ns or None),
+        changed_at=iso(info.changed_ns or None),
+    )
+
+
+async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await asyncio.to_thread(lambda: fn(*args, **kwargs))
+    except IdentityError as exc:
+        raise identity_problem(exc) from None
+
+
+@router.get(
+    "",
+    summary="Every user (no password hash, no secret)",
+    responses=guarded(Resource.USERS, Action.READ, 503),
+)
+async def list_users(principal: Reader, ctx: Ctx) -> list[UserOut]:
+    infos: list[UserInfo] = await _call(ctx.identity.list_users, principal)
+    return [_out(i) for i in infos]
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Add a user (the password policy applies)",
+    responses=guarded(
+        Resource.USERS,
+        Action.WRITE,
+        (409, "the user exists"),
+        (422, "invalid username, password (policy), role or scopes"),
+        503,
+    ),
+)
+async def add_user(body: UserCreate, principal: Writer, ctx: Ctx) -> UserOut:
+    user = await _call(
+        ctx.identity.add_user,
+        body.username,
+        body.password,
+        body.role,
+        body.scopes,
+        actor=principal.actor,
+        caller=principal,
+    )
+    return _out(await _call(ctx.identity.user_info, user.username, principal))
+
+
+@router.get(
+    "/{name}",
+    summary="One user",
+    responses=guarded(Resource.USERS, Action.READ, (404, "no such user"), 503),
+)
+async def get_user(name: Username, principal: Reader, ctx: Ctx) -> UserOut:
+    return _out(await _call(ctx.identity.user_info, name, principal))
+
+
+@router.patch(
+    "/{name}",
+    summary="Change a user's role, scopes or disabled flag (disabling ends their sessions)",
+    responses=guarded(
+        Resource.USERS,
+        Action.WRITE,
+        (404, "no such user"),
+        (409, "the last enabled admin cannot lose the role or be disabled"),
+        (422, "invalid role or scopes"),
+        503,
+    ),
+)
+async def patch_user(name: Username, body: UserPatch, principal: Writer, ctx: Ctx) -> UserOut:
+    await _call(
+        ctx.identity.update_user,
+        name,
+        role=body.role,
+        scopes=body.scopes,
+        disabled=body.disabled,
+        actor=principal.actor,
+        caller=principal,
+    )
+    return _out(await _call(ctx.identity.user_info, name, principal))
+
+
+@router.delete(
+    "/{name}",
+    status_code=204,
+    summary="Delete a user (their sessions end at once)",
+    responses=guarded(
+        Resource.USERS,
+        Action.WRITE,
+        (404, "no such user"),
+        (409, "the last enabled admin cannot be deleted"),
+        503,
+    ),
+)
+async def delete_user(name: Username, principal: Writer, ctx: Ctx) -> Response:
+    await _call(ctx.identity.delete_user, name, actor=principal.actor, caller=principal)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{name}/reset-password",
+    summary="Set or generate a new password; the user's sessions end, a lockout is lifted",
+    responses=guarded(
+        Resource.USERS,
+        Action.WRITE,
+        (404, "no such user"),
+        (422, "the password breaks the policy"),
+        503,
+    ),
+)
+async def reset_password(
+    name: Username, principal: Writer, ctx: Ctx, body: PasswordReset | None = None
+) -> PasswordResetResult:
+    generated = await _call(
+        ctx.identity.reset_password,
+        name,
+        body.password if body is not None else None,
+        actor=principal.actor,
+        caller=principal,
+    )
+    return PasswordResetResult(password=generated)
+
+
+@router.post(
+    "/{name}/reset-mfa",
+    summary="Remove a user's second factor (lost phone); their sessions end",
+    responses=guarded(Resource.USERS, Action.WRITE, (404, "no such user"), 503),
+)
+async def reset_mfa(name: Username, principal: Writer, ctx: Ctx) -> UserOut:
+    await _call(ctx.identity.reset_mfa, name, actor=principal.actor, caller=principal)
+    return _out(await _call(ctx.identity.user_info, name, principal))
