@@ -81,7 +81,7 @@ class GateMachine(RuleBasedStateMachine):
         self.clock = ManualClock()
         self.device = LoggingDevice()
         self.rig: Rig = self._rig()
-        self.counter = 0
+        self.counter = 10  # values never equal the clamped 1.0
         self.bodies: dict[str, tuple[Principal, str, Any, str]] = {}
         self.first: dict[str, Any] = {}
 

@@ -344,7 +344,9 @@ async def test_audit_unavailable_refuses_before_anything_is_written(tmp_path: Pa
     assert exc.reason is Reason.AUDIT_UNAVAILABLE and exc.status == 503
     exc = await refused(r.gate.submit(None, SPEED, 42.0, "x"))
     assert exc.reason is Reason.AUDIT_UNAVAILABLE
-    assert r.device.applied == [] and r.store.count() == 0
+    assert r.device.applied == []
+    # persisted while the request's record was being written: kept as refused
+    assert [c.state for c in r.store.find()] == [CommandState.REFUSED]
     events = [e for e in r.events.recent() if e.kind == "command.audit_unavailable"]
     assert events and events[0].severity == "critical"
     # approvals fail closed too

@@ -190,6 +190,7 @@ def rig(
         events=events,
     )
     executor.on_written = gate.record_written
+    executor.on_result = gate.record_result
     return Rig(gate, device, clock, breakable, store, data_dir, events, current)
 
 

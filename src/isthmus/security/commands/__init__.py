@@ -111,4 +111,5 @@ def build_gate(
         metrics=metrics,
     )
     executor.on_written = gate.record_written
+    executor.on_result = gate.record_result
     return gate, CommandsPart(gate)

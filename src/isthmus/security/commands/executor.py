@@ -50,6 +50,8 @@ def write_outcome(exc: BaseException) -> CommandState:
 
 WrittenHook = Callable[[CommandOrder, int], Coroutine[Any, Any, None]]
 """``(order, written_at_ns)``: the device acknowledged the write."""
+ResultHook = Callable[[CommandOrder, CommandResult], Coroutine[Any, Any, None]]
+"""``(order, result)``: a claimed order's outcome, being journalled."""
 CommanderLookup = Callable[[str], Commander | None]
 """The connector of a source, by the source's name (``CatalogEntry.source``)."""
 
@@ -67,6 +69,7 @@ class LocalExecutor:
         write_timeout: float = 5.0,
         readback_timeout: float = 5.0,
         on_written: WrittenHook | None = None,
+        on_result: ResultHook | None = None,
     ) -> None:
         self.catalog = catalog
         self.commanders = commanders
@@ -77,6 +80,9 @@ class LocalExecutor:
         self.on_written = on_written
         """Called (as a task, beside the read back) once the device acknowledged a
         write: the gate audits ``command.written`` there."""
+        self.on_result = on_result
+        """Called with a claimed order's result while it is journalled: the gate audits
+        ``command.result`` there."""
         self.writes = 0
         """Device writes attempted (each claimed id at most once)."""
 
@@ -120,7 +126,11 @@ class LocalExecutor:
         if prior is not None:
             return prior
         result = await self._write(order, config, commander, value)
-        await asyncio.to_thread(self.journal.record, result, self.clock.now_ns())
+        journaled = asyncio.to_thread(self.journal.record, result, self.clock.now_ns())
+        if self.on_result is None:
+            await journaled
+        else:
+            await asyncio.gather(journaled, self.on_result(order, result))
         return result
 
     async def _write(

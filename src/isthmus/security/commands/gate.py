@@ -126,6 +126,7 @@ class CommandGate:
         self.metrics = metrics or Metrics()
         self._inflight: dict[str, asyncio.Event] = {}
         self._written: dict[str, bool] = {}
+        self._results: dict[str, bool] = {}
         self._tasks: set[asyncio.Task[Command]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._recovered = False
@@ -212,27 +213,41 @@ class CommandGate:
         ask: dict[str, Any] = {"tag": path, "value": shown, "why": reason}
         if client_id is not None:
             ask["id"] = client_id
-        await self._audit(
-            REQUESTED,
-            actor,
-            role=str(principal.role) if principal is not None else None,
-            **ask,
-        )
-        if client_id is not None and not CLIENT_ID.match(client_id):
-            raise await self._refuse(
-                Refusal(Reason.CONFLICT, "a command id is 1-128 of A-Z a-z 0-9 . _ : -"),
+        # The request's record is written while the gate decides (and persists): it must
+        # exist before any other record of this request and before anything is written.
+        requested = asyncio.create_task(
+            self._audit(
+                REQUESTED,
                 actor,
-                step="id",
+                role=str(principal.role) if principal is not None else None,
                 **ask,
             )
-        if principal is not None and client_id is not None:
-            existing = await asyncio.to_thread(self.store.get, client_id)
-            if existing is not None:
-                return await self._replay(principal, existing, path, value, reason, ask)
-        entry = self.catalog.by_path(path)
-        lock = self._locks.setdefault(entry.path, asyncio.Lock()) if entry else asyncio.Lock()
-        async with lock:
-            return await self._decide(principal, path, value, reason, client_id, entry, ask)
+        )
+        try:
+            if client_id is not None and not CLIENT_ID.match(client_id):
+                await requested
+                raise await self._refuse(
+                    Refusal(Reason.CONFLICT, "a command id is 1-128 of A-Z a-z 0-9 . _ : -"),
+                    actor,
+                    step="id",
+                    **ask,
+                )
+            if principal is not None and client_id is not None:
+                existing = await asyncio.to_thread(self.store.get, client_id)
+                if existing is not None:
+                    await requested
+                    return await self._replay(principal, existing, path, value, reason, ask)
+            entry = self.catalog.by_path(path)
+            lock = self._locks.setdefault(entry.path, asyncio.Lock()) if entry else asyncio.Lock()
+            async with lock:
+                return await self._decide(
+                    principal, path, value, reason, client_id, entry, ask, requested
+                )
+        finally:
+            if not requested.done():
+                await asyncio.wait({requested})
+            if not requested.cancelled():
+                requested.exception()  # retrieved (raised above where it mattered)
 
     async def _replay(
         self,
@@ -278,6 +293,7 @@ class CommandGate:
         client_id: str | None,
         entry: CatalogEntry | None,
         ask: Mapping[str, Any],
+        requested: asyncio.Task[None],
     ) -> Command:
         now = self.clock.now_ns()
         current: Value | None = None
@@ -301,6 +317,7 @@ class CommandGate:
         actor = principal.actor if principal is not None else None
         if decision.refusal is not None or principal is None or entry is None:
             refusal = decision.refusal or Refusal(Reason.AUTHENTICATION, "no caller")
+            await requested
             raise await self._refuse(refusal, actor, step=decision.step, **ask)
         approval = decision.approval
         cmd = Command(
@@ -318,6 +335,7 @@ class CommandGate:
             fingerprint=fingerprint(principal.actor, path, value, reason),
         )
         if approval:
+            await requested
             await self._audit(
                 AWAITING_APPROVAL,
                 actor,
@@ -328,9 +346,20 @@ class CommandGate:
                 conduit=cmd.conduit,
                 expires_at_ns=cmd.expires_at_ns,
             )
-        # (an accepted command's next record is command.written: the request was audited
-        # just before, so an unwritable log has refused it already)
+        # Persisted while the request's record is written; nothing is sent before both.
         taken = await asyncio.to_thread(self.store.insert, cmd)
+        try:
+            await requested
+        except CommandRefused:
+            if taken is None:
+                unaudited = replace(
+                    cmd,
+                    state=CommandState.REFUSED,
+                    detail="refused: the audit log cannot be written; nothing was sent",
+                    finished_at_ns=self.clock.now_ns(),
+                )
+                await asyncio.to_thread(self.store.transition, unaudited, (CommandState.APPROVED,))
+            raise
         if taken is not None:  # the same id raced in meanwhile
             return await self._replay(principal, taken, path, value, reason, ask)
         self.metrics.inc("commands.accepted")
@@ -375,6 +404,7 @@ class CommandGate:
                 from_states = (CommandState.APPROVED, CommandState.WRITING)
             now = self.clock.now_ns()
             written_audited = self._written.pop(cmd.id, False)
+            result_audited = self._results.pop(cmd.id, False)
             # Results the executor did not journal itself (refused, expired, not sent).
             await asyncio.to_thread(
                 self.store.transition, cmd.with_result(result, now), from_states
@@ -383,21 +413,38 @@ class CommandGate:
             self.metrics.inc(f"commands.{final.state}")
             if final.written_at_ns is not None and not written_audited:
                 await self.record_written(final.order(), final.written_at_ns)
-            await self._audit_after(
-                RESULT,
-                cmd.requested_by,
-                str(final.state),
-                id=cmd.id,
-                tag=cmd.tag,
-                value=json_value(cmd.value),
-                read_back=json_value(final.read_back),
-                detail=final.detail,
-                approved_by=final.approved_by,
-            )
+            if not result_audited or final.state is not result.state:
+                await self._audit_after(
+                    RESULT,
+                    cmd.requested_by,
+                    str(final.state),
+                    id=cmd.id,
+                    tag=cmd.tag,
+                    value=json_value(cmd.value),
+                    read_back=json_value(final.read_back),
+                    detail=final.detail,
+                    approved_by=final.approved_by,
+                )
             return final
         finally:
             self._inflight.pop(cmd.id, None)
             done.set()
+
+    async def record_result(self, order: CommandOrder, result: CommandResult) -> None:
+        """Audit a claimed order's result (an executor calls it while it journals the
+        result, so the two durable writes overlap)."""
+        self._results[order.id] = True
+        await self._audit_after(
+            RESULT,
+            order.requested_by,
+            str(result.state),
+            id=order.id,
+            tag=order.tag,
+            value=json_value(order.value),
+            read_back=json_value(result.read_back),
+            detail=result.detail,
+            approved_by=order.approved_by,
+        )
 
     async def record_written(self, order: CommandOrder, written_at_ns: int) -> None:
         """Audit that the device acknowledged the write (an executor calls it between
