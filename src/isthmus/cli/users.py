@@ -192,8 +192,9 @@ def cmd_mfa_enroll(args: argparse.Namespace) -> int:
     console.print("Scan this with an authenticator app, or add the URI or secret by hand:")
     if sys.stdout.isatty():
         segno.make(enrollment.otpauth_uri, error="m").terminal(compact=True)
-    print(enrollment.otpauth_uri)
+    print(enrollment.otpauth_uri, flush=True)
     console.print(f"secret: {enrollment.secret}", highlight=False)
+    console.print("Type the code the app shows:")
     if args.code is not None:
         code = args.code
     else:
