@@ -29,6 +29,7 @@ from isthmus.model.config import (
     ApiTls,
     Criticality,
     ExportConfig,
+    LockoutConfig,
     NatsStreamConfig,
     PipelineConfig,
     PlantConfig,
@@ -139,6 +140,18 @@ def reference() -> str:
         "## `api`",
         "",
         table(ApiConfig),
+        "",
+        "### `api.lockout`",
+        "",
+        "After `attempts` failed logins of one username (each within `minutes` of the "
+        "previous one; unknown usernames too, so a lockout tells nothing) the username is "
+        "locked for `minutes`: even the right password is refused (HTTP 429 with "
+        "`Retry-After`). A wrong one-time code counts as a failure. Resetting the password "
+        "lifts a lockout. Sessions: an access token lives `token_ttl`, a session ends after "
+        "`idle_timeout` without requests or `session_lifetime` after the login. See "
+        "docs/user-guide.md (Users, roles, MFA and API tokens).",
+        "",
+        table(LockoutConfig),
         "",
         "### `api.tls`",
         "",

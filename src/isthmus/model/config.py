@@ -352,7 +352,7 @@ class ApiConfig(Strict):
         default=12 * 3600.0, description="a login session ends this long after the login"
     )
     lockout: LockoutConfig = Field(
-        default_factory=LockoutConfig, description="lockout after failed logins"
+        default=LockoutConfig(), description="lockout after failed logins: {attempts, minutes}"
     )
     mfa_required_roles: list[UserRole] = Field(
         default_factory=list, description="roles whose users must use a second factor (TOTP)"
