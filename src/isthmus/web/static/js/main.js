@@ -1,13 +1,13 @@
 // Boot: the shell (header, login form, page outlet), the session, the live stream and the
 // router. Pages live in js/pages/ and are listed in js/pages/index.js.
 
-import { api, endSession, hasSession, isQuiet, onSessionEnd, reportError } from "./api.js";
+import { api, hasSession, isQuiet, onSessionEnd, reportError } from "./api.js";
 import { $, el } from "./dom.js";
-import { hideLogin, initLogin, showLogin } from "./login.js";
+import { hideLogin, initLogin, logout, mfaEnrolmentPending, resumeSession, showLogin } from "./login.js";
 import { NavBar } from "./components/nav.js";
 import { problemMessage } from "./components/problem.js";
 import { PAGES } from "./pages/index.js";
-import { Router, registerPage } from "./router.js";
+import { Router, parseHash, registerPage } from "./router.js";
 import { LiveStream } from "./stream.js";
 
 for (const page of PAGES) registerPage(page);
@@ -38,6 +38,14 @@ async function start() {
   }
   if (!signedIn) return;
   $("user").textContent = `${me.username} · ${me.role}`;
+  if (mfaEnrolmentPending() || me.mfa_enrollment_required === true) {
+    // The role requires MFA and this user has none: the session may only enrol (no
+    // nav, no live stream) until the account page verifies a code and restarts us.
+    nav.clear();
+    if (parseHash(location.hash).path !== "/account") location.hash = "#/account";
+    await router.start(me);
+    return;
+  }
   nav.render(me.role);
   stream.start();
   await router.start(me);
@@ -55,8 +63,32 @@ function stop(message) {
   showLogin(message);
 }
 
+/** The session changed (MFA enrolled on the account page): rebuild the shell around it. */
+function restart() {
+  if (!signedIn) return;
+  router.stop();
+  stream.stop();
+  start().catch(reportError);
+}
+
+/** A refreshed access token: the server closes a live stream when the token it was
+ * opened with expires, so reopen it with the new one (same subscriptions). */
+function renewStream() {
+  if (!signedIn || stream.stopped) return;
+  const subs = stream.subs;
+  stream.stop();
+  stream.subscribe(subs);
+  stream.start();
+}
+
 onSessionEnd(stop);
+window.addEventListener("isthmus:token-refreshed", renewStream);
+window.addEventListener("isthmus:session-changed", restart);
 initLogin(start);
-$("logout").addEventListener("click", () => endSession());
-if (hasSession()) start().catch(reportError);
-else showLogin();
+$("logout").addEventListener("click", () => logout());
+if (hasSession()) {
+  resumeSession();
+  start().catch(reportError);
+} else {
+  showLogin();
+}
