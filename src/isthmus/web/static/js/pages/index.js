@@ -5,5 +5,8 @@ import tower from "./tower.js";
 import commands from "./commands.js";
 import commandDetail from "./commands-detail.js";
 import approvals from "./approvals.js";
+import account from "./account.js";
+import users from "./users.js";
+import tokens from "./tokens.js";
 
-export const PAGES = [tower, commands, approvals, commandDetail];
+export const PAGES = [tower, commands, approvals, users, tokens, account, commandDetail];
