@@ -147,13 +147,34 @@ _DECIDE[403]["description"] = (
 )
 
 
+_BY_ID = {"command_id": "$response.body#/id"}
+_LINKS = {
+    "GetCommand": {
+        "operationRef": "#/paths/~1api~1commands~1{command_id}/get",
+        "parameters": _BY_ID,
+        "description": "the command's state",
+    },
+    "ApproveCommand": {
+        "operationRef": "#/paths/~1api~1commands~1{command_id}~1approve/post",
+        "parameters": _BY_ID,
+        "description": "a second person approves it (awaiting_approval)",
+    },
+    "RejectCommand": {
+        "operationRef": "#/paths/~1api~1commands~1{command_id}~1reject/post",
+        "parameters": _BY_ID,
+        "description": "a second person rejects it (awaiting_approval)",
+    },
+}
+
+
 @router.post(
     "/commands",
     status_code=201,
     summary="Send a command to a tag through the gate (a critical tag waits for approval)",
     responses={
         201: {"description": "awaiting_approval, or the result: verified, mismatch, "
-              "failed or uncertain (never success when the outcome is unknown)"},
+              "failed or uncertain (never success when the outcome is unknown)",
+              "links": _LINKS},
         **_SUBMIT,
     },
 )  # fmt: skip
