@@ -385,3 +385,14 @@ async def test_reads_are_scoped(tmp_path: Path) -> None:
     assert [c.id for c in await r.gate.find(ADMIN, tag="acme/lyon/packag")] == []
     exc = await refused(r.gate.find(VIEWER))
     assert exc.reason is Reason.PERMISSION
+
+
+async def test_a_command_the_executor_does_not_send_ends_failed(tmp_path: Path) -> None:
+    """Persisted already claimed (one durable write fewer), then not sent: failed, not
+    left writing (a restart would call it uncertain)."""
+    r = rig(tmp_path, device=Device(name="another-plc"))  # no connector for source "plc"
+    cmd = await r.gate.submit(OPERATOR, SPEED, 42.0, "x", "no-connector")
+    assert cmd.state is CommandState.FAILED and "not sent" in cmd.detail
+    assert r.store.get("no-connector").state is CommandState.FAILED  # type: ignore[union-attr]
+    assert not r.store.in_states((CommandState.WRITING, CommandState.APPROVED))
+    assert r.store.recover(r.clock.now_ns()) == [] and r.device.applied == []

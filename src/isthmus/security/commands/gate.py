@@ -347,7 +347,7 @@ class CommandGate:
                 expires_at_ns=cmd.expires_at_ns,
             )
         # Persisted while the request's record is written; nothing is sent before both.
-        taken = await asyncio.to_thread(self.store.insert, cmd)
+        taken = await asyncio.to_thread(lambda: self.store.insert(cmd, claim=not approval))
         try:
             await requested
         except CommandRefused:
@@ -358,7 +358,12 @@ class CommandGate:
                     detail="refused: the audit log cannot be written; nothing was sent",
                     finished_at_ns=self.clock.now_ns(),
                 )
-                await asyncio.to_thread(self.store.transition, unaudited, (CommandState.APPROVED,))
+                self.store.release(cmd.id)
+                await asyncio.to_thread(
+                    self.store.transition,
+                    unaudited,
+                    (CommandState.APPROVED, CommandState.WRITING),
+                )
             raise
         if taken is not None:  # the same id raced in meanwhile
             return await self._replay(principal, taken, path, value, reason, ask)
@@ -402,6 +407,8 @@ class CommandGate:
                     cmd.id, CommandState.UNCERTAIN, detail=f"executor error: {exc}"
                 )
                 from_states = (CommandState.APPROVED, CommandState.WRITING)
+            if self.store.release(cmd.id):  # pre-claimed, and the executor did not write
+                from_states = (*from_states, CommandState.WRITING)
             now = self.clock.now_ns()
             written_audited = self._written.pop(cmd.id, False)
             result_audited = self._results.pop(cmd.id, False)

@@ -184,6 +184,7 @@ class CommandStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists()
         self._lock = threading.Lock()
+        self._preclaimed: set[str] = set()
         self._db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=10.0
         )
@@ -287,14 +288,32 @@ class CommandStore:
 
     # ------------------------------------------------------------------ writes
 
-    def insert(self, cmd: Command) -> Command | None:
-        """Persist a new command; returns the existing one if its id is taken."""
+    def insert(self, cmd: Command, *, claim: bool = False) -> Command | None:
+        """Persist a new command; returns the existing one if its id is taken.
+
+        ``claim``: persist it already claimed (state ``writing``) for an executor that
+        journals into this store: its next :meth:`claim` of the id succeeds without a
+        second commit (one durable write fewer before the device write).  A pre-claim
+        nobody used is given back with :meth:`release`."""
+        if claim:
+            cmd = replace(cmd, state=CommandState.WRITING)
         with self._tx() as db:
             row = db.execute(f"{_SELECT} WHERE id = ?", (cmd.id,)).fetchone()
             if row is not None:
                 return _command(row)
             db.execute(_INSERT, _row(cmd))
+            if claim:
+                self._preclaimed.add(cmd.id)
         return None
+
+    def release(self, command_id: str) -> bool:
+        """Whether ``command_id`` was pre-claimed by :meth:`insert` and nobody claimed it
+        (its executor refused it before writing); the pre-claim is dropped."""
+        with self._lock:
+            if command_id in self._preclaimed:
+                self._preclaimed.discard(command_id)
+                return True
+            return False
 
     def transition(self, cmd: Command, from_states: Iterable[CommandState]) -> bool:
         """Replace the row of ``cmd.id`` by ``cmd`` if its state is one of
@@ -311,6 +330,10 @@ class CommandStore:
     # ------------------------------------------------------------------ journal
 
     def claim(self, order: CommandOrder, now_ns: int) -> CommandResult | None:
+        with self._lock:
+            if order.id in self._preclaimed:  # persisted as writing by insert(claim=True)
+                self._preclaimed.discard(order.id)
+                return None
         with self._tx() as db:
             row = db.execute(f"{_SELECT} WHERE id = ?", (order.id,)).fetchone()
             if row is None:  # an order from elsewhere (a hub): journal it as it comes
