@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -66,6 +67,9 @@ RESULT = "command.result"
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 """What a client-chosen command id looks like (idempotency key)."""
+EVENT_REPEAT_S = 60.0
+"""While the audit log stays unwritable, the refusals' event repeats at most this often
+(each refusal is counted in ``commands.audit_unavailable``)."""
 MAX_REASON = 1000
 MAX_COMMENT = 1000
 
@@ -130,6 +134,7 @@ class CommandGate:
         self._tasks: set[asyncio.Task[Command]] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._recovered = False
+        self._unavailable_event_at = -math.inf
 
     # ------------------------------------------------------------------ audit
 
@@ -149,7 +154,10 @@ class CommandGate:
             except Exception as exc:  # AuditUnavailable, or anything that broke it
                 error = str(exc)
         self.metrics.inc("commands.audit_unavailable")
-        if self.events is not None:
+        now = self.clock.monotonic()
+        due = now - self._unavailable_event_at >= EVENT_REPEAT_S
+        if self.events is not None and due:
+            self._unavailable_event_at = now
             self.events.raise_event(
                 "command.audit_unavailable",
                 "commands",
