@@ -13,6 +13,27 @@ Value = JsonValue
 """A sample value typed by the tag's data type; ``null`` when not a finite number."""
 
 
+# Patterns of the strings the API takes: the schema says exactly what a field accepts, so
+# a request valid by the schema is never refused for its syntax.
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+"""A full UNS path: segments as ``isthmus.model.config.SEGMENT`` allows them."""
+SCOPE_PATTERN = rf"^/?{_SEGMENT}(/{_SEGMENT})*/?$"
+"""A hierarchy prefix (``acme/lyon/utilities``) as ``rbac.normalize_scope`` reads it."""
+_DURATION = r"[0-9]{1,15}(\.[0-9]{1,9})?(ns|us|ms|s|min|m|h|d|w)?"
+DURATION_PATTERN = rf"^{_DURATION}$"
+"""What ``isthmus.model.durations.parse_duration_ns`` reads: ``500ms``, ``10s``, ``1m``
+(ASCII digits: a JSON Schema ``\\d`` would let generators draw other scripts' digits)."""
+_ISO = (
+    r"(19[7-9][0-9]|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?"
+)
+TIME_PATTERN = rf"^(now|-{_DURATION}|{_ISO})$"
+"""``now``, ``-10m`` (before now) or an ISO 8601 date or time (UTC unless it says), in
+1970-2259: what ``isthmus.model.durations.parse_time_ns`` reads."""
+
+
 def finite(value: float) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None

@@ -15,6 +15,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from isthmus.api.deps import Ctx, guarded, require
 from isthmus.api.problems import ApiProblem, bad_param
 from isthmus.api.schemas import (
+    DURATION_PATTERN,
+    PATH_PATTERN,
+    TIME_PATTERN,
     Bucket,
     BucketedSamples,
     HierarchyNode,
@@ -42,19 +45,6 @@ router = APIRouter(prefix="/api", tags=["tags"])
 TagsReader = Annotated[Principal, Depends(require(Resource.TAGS, Action.READ))]
 HistoryReader = Annotated[Principal, Depends(require(Resource.HISTORY, Action.READ))]
 
-_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
-"""A full UNS path: segments as ``isthmus.model.config.SEGMENT`` allows them."""
-_DURATION = r"[0-9]{1,15}(\.[0-9]{1,9})?(ns|us|ms|s|min|m|h|d|w)?"
-DURATION_PATTERN = rf"^{_DURATION}$"
-"""What ``isthmus.model.durations.parse_duration_ns`` reads: ``500ms``, ``10s``, ``1m``."""
-_ISO = (
-    r"(19[7-9][0-9]|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?"
-    r"(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?"
-)
-TIME_PATTERN = rf"^(now|-{_DURATION}|{_ISO})$"
-"""``now``, ``-10m`` (before now) or an ISO 8601 date or time (UTC unless it says)."""
 _PREFIX_HELP = "UNS path prefix, e.g. acme/plant1; all tags if absent"
 _TIME_HELP = "ISO 8601 (2026-11-22T10:00:00Z) or relative (-10m, now)"
 
