@@ -1029,9 +1029,21 @@ class Identity:
         return token, text
 
     def revoke_token(
-        self, id_or_name: str, *, actor: str, caller: Principal | None = None
+        self,
+        id_or_name: str,
+        *,
+        actor: str,
+        caller: Principal | None = None,
+        by_name: bool = True,
     ) -> ApiToken:
-        token = self.api_tokens.find(id_or_name)
+        """Revoke a token by id (or by a name only one unrevoked token has, unless
+        ``by_name`` is False)."""
+        if by_name:
+            token = self.api_tokens.find(id_or_name)
+        elif (found := self.api_tokens.get(id_or_name)) is not None:
+            token = found
+        else:
+            raise NotFound(f"no token {id_or_name!r}")
         if not visible_to(caller, token.scopes):
             raise NotFound(f"no token {id_or_name!r}")
         if caller is not None and caller.role is not Role.ADMIN and token.role is Role.ADMIN:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field, StrictBool
+
 from isthmus.api.problems import ApiProblem, InvalidParam
 from isthmus.model.durations import format_ns
 from isthmus.security.errors import (
@@ -15,6 +19,29 @@ from isthmus.security.errors import (
 from isthmus.security.identity import AuditFailed
 
 CHALLENGE = 'Bearer realm="isthmus"'
+
+# What a single field must satisfy is in the schema (the API is a contract).
+Scope = Annotated[
+    str,
+    Field(
+        max_length=512,
+        pattern=r"^/?[^/\s]([^/]*[^/\s])?(/[^/\s]([^/]*[^/\s])?)*/?$",
+        description="a hierarchy prefix such as acme/lyon/utilities",
+    ),
+]
+Scopes = Annotated[
+    list[Scope], Field(max_length=100, description="hierarchy prefixes; empty: everywhere")
+]
+Name = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
+        description="letters, digits, '.', '_', '@' or '-', starting with a letter or digit",
+    ),
+]
+Flag = StrictBool
 
 
 def iso(ns: int | None) -> str | None:

@@ -11,11 +11,10 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from isthmus.api.deps import Ctx, guarded, require
-from isthmus.api.routers.identity_problems import identity_problem, iso
-from isthmus.model.durations import parse_duration_ns
+from isthmus.api.routers.identity_problems import Name, Scopes, identity_problem, iso
 from isthmus.security.apitokens import ApiToken
 from isthmus.security.errors import IdentityError
 from isthmus.security.rbac import Action, Principal, Resource, Role
@@ -42,21 +41,15 @@ class TokenOut(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64, description="what the audit log shows")
+    name: Name = Field(description="what the audit log shows, e.g. mes-lyon")
     role: Role = Role.VIEWER
-    scopes: list[str] = Field(default_factory=list, max_length=100)
-    expires_in: float | str = Field(
+    scopes: Scopes = Field(default_factory=list)
+    expires_in: float = Field(
         default=90 * 86400.0,
-        description="lifetime: seconds, or a duration such as 90d or 12h (default 90 days)",
+        gt=0,
+        le=MAX_LIFETIME_S,
+        description="lifetime in seconds (default 90 days, at most 5 years)",
     )
-
-    @field_validator("expires_in")
-    @classmethod
-    def _lifetime(cls, value: float | str) -> float:
-        seconds = parse_duration_ns(value) / 1e9
-        if not 0 < seconds <= MAX_LIFETIME_S:
-            raise ValueError("a token lives more than 0 s and at most 5 years")
-        return seconds
 
 
 class TokenCreated(TokenOut):
@@ -124,7 +117,9 @@ async def revoke_token(
 ) -> Response:
     try:
         await asyncio.to_thread(
-            lambda: ctx.identity.revoke_token(token_id, actor=principal.actor, caller=principal)
+            lambda: ctx.identity.revoke_token(
+                token_id, actor=principal.actor, caller=principal, by_name=False
+            )
         )
     except IdentityError as exc:
         raise identity_problem(exc) from None

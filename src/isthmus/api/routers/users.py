@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field
 
 from isthmus.api.deps import Ctx, guarded, require
-from isthmus.api.routers.identity_problems import identity_problem, iso
+from isthmus.api.routers.identity_problems import Flag, Name, Scopes, identity_problem, iso
 from isthmus.security.errors import IdentityError
 from isthmus.security.identity import UserInfo
 from isthmus.security.rbac import Action, Principal, Resource, Role
@@ -40,18 +40,18 @@ class UserOut(BaseModel):
 
 
 class UserCreate(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: Name
     password: str = Field(
         min_length=1, max_length=1024, description="12+ characters, not the username, not common"
     )
     role: Role = Role.VIEWER
-    scopes: list[str] = Field(default_factory=list, max_length=100)
+    scopes: Scopes = Field(default_factory=list)
 
 
 class UserPatch(BaseModel):
     role: Role | None = None
-    scopes: list[str] | None = Field(default=None, max_length=100)
-    disabled: bool | None = None
+    scopes: Scopes | None = None
+    disabled: Flag | None = None
 
 
 class PasswordReset(BaseModel):
