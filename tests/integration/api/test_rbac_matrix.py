@@ -510,6 +510,18 @@ async def test_scoped_views_show_the_scope_and_nothing_beside(plant: Plant, app:
         page = (await client.get("/api/events?limit=1", headers=scoped)).json()
         rest = (await client.get(f"/api/events?after={page['next_after']}", headers=scoped)).json()
         assert [e["id"] for e in page["events"] + rest["events"]] == [e["id"] for e in events]
+        # A read outside the scope answers like an unknown tag, and is audited.
+        r = await client.get(f"/api/tags/{TEMPERATURE}/last", headers=scoped)
+        assert r.status_code == 404 and r.json()["detail"] == f"unknown tag {TEMPERATURE!r}"
+    assert plant.ctx.audit is not None
+    for _ in range(100):
+        found = plant.ctx.audit.query(None, None, "rbac.denied", "viewer-scoped", "denied", 10)
+        if found:
+            break
+        await asyncio.sleep(0.02)
+    assert [(r["details"]["reason"], r["details"]["tag"]) for r in found] == [
+        ("scope", TEMPERATURE)
+    ]
 
 
 # ---------------------------------------------------------------------------- stream
