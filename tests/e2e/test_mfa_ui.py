@@ -333,6 +333,10 @@ def test_a_role_that_requires_mfa_enrols_before_anything_else(strict_demo: Demo,
         f"{demo.url}/api/tags", headers={"Authorization": f"Bearer {token}"}
     ).status_code in (401, 403)
 
+    # Another page is not reachable meanwhile (and trying does not end the session).
+    page.evaluate("() => { location.hash = '#/commands'; }")
+    wait_js(page, "() => location.hash === '#/account'")
+    banner.wait_for()
     page.get_by_test_id("mfa-start").click()
     secret = page.get_by_test_id("mfa-secret").inner_text().replace(" ", "")
     page.get_by_test_id("mfa-code").fill(pyotp.TOTP(secret).now())

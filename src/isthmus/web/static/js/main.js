@@ -16,6 +16,7 @@ const stream = new LiveStream();
 const nav = new NavBar($("main-nav"));
 const router = new Router($("page"), { context: { stream }, onRoute: (page) => nav.setActive(page) });
 let signedIn = false;
+let enrolling = false; // the session may only enrol MFA (the account page)
 
 stream.on("status", ({ kind, text }) => {
   const c = $("conn");
@@ -38,7 +39,8 @@ async function start() {
   }
   if (!signedIn) return;
   $("user").textContent = `${me.username} · ${me.role}`;
-  if (mfaEnrolmentPending() || me.mfa_enrollment_required === true) {
+  enrolling = mfaEnrolmentPending() || me.mfa_enrollment_required === true;
+  if (enrolling) {
     // The role requires MFA and this user has none: the session may only enrol (no
     // nav, no live stream) until the account page verifies a code and restarts us.
     nav.clear();
@@ -53,6 +55,7 @@ async function start() {
 
 function stop(message) {
   signedIn = false;
+  enrolling = false;
   router.stop();
   stream.stop();
   nav.clear();
@@ -66,6 +69,7 @@ function stop(message) {
 /** The session changed (MFA enrolled on the account page): rebuild the shell around it. */
 function restart() {
   if (!signedIn) return;
+  enrolling = false; // start() asks the server again
   router.stop();
   stream.stop();
   start().catch(reportError);
@@ -84,6 +88,11 @@ function renewStream() {
 onSessionEnd(stop);
 window.addEventListener("isthmus:token-refreshed", renewStream);
 window.addEventListener("isthmus:session-changed", restart);
+// Registered before the router's listener: while enrolling, every other page would only
+// meet refusals (the server allows nothing else), so the location stays on the account.
+window.addEventListener("hashchange", () => {
+  if (signedIn && enrolling && parseHash(location.hash).path !== "/account") location.hash = "#/account";
+});
 initLogin(start);
 $("logout").addEventListener("click", () => logout());
 if (hasSession()) {

@@ -10,7 +10,7 @@ import { el } from "../dom.js";
 import { formatClock } from "../format.js";
 import { definePage } from "../router.js";
 import { confirmDialog } from "../components/dialog.js";
-import { problemMessage } from "../components/problem.js";
+import { problemMessage, problemText } from "../components/problem.js";
 import { dataTable } from "../components/table.js";
 import { toast } from "../components/toast.js";
 import {
@@ -245,6 +245,8 @@ class Inbox {
     } catch (err) {
       if (isQuiet(err)) return;
       problemBox.replaceChildren(problemMessage(err, { testid: "approval-problem" }));
+      // Decided elsewhere or expired: the card goes at the next refresh, the notice stays.
+      if (err.status === 409 || err.status === 404) toast(problemText(err), { kind: "error", timeout: 8000 });
       for (const b of buttons) b.disabled = false;
     } finally {
       card.busy = false;
