@@ -87,7 +87,6 @@ __all__ = [
     "USERS_FILE",
     "ApiToken",
     "AuditSink",
-    "Claims",
     "Conflict",
     "Forbidden",
     "Identity",
@@ -206,17 +205,6 @@ class AccessClaims:
     issued_at: int
     expires_at: int
     """Seconds since the epoch."""
-
-
-@dataclass(frozen=True, slots=True)
-class Claims:
-    """The caller as the WebSocket stream sees it (kept for its ``expires_at``)."""
-
-    username: str
-    role: Role
-    issued_at: int
-    expires_at: int
-    """Seconds since the epoch (an API token: its expiry)."""
 
 
 class TokenService:
@@ -567,18 +555,6 @@ class Identity:
             self.api_tokens.mark_used(token.id, now)
             self._record(TOKEN_USED, f"token:{token.id}", name=token.name, role=token.role)
         return Principal(token.name, token.role, token.scopes, "token", token.id, False)
-
-    def verify_token(self, token: str) -> Claims:
-        """The older interface of the WebSocket stream: :meth:`authenticate` plus the
-        token's expiry."""
-        principal = self.authenticate(token)
-        if principal.kind == "token":
-            api = self.api_tokens.get(principal.token_id or "")
-            expires = (api.expires_ns if api else self._now()) // _NS
-            created = (api.created_ns if api else self._now()) // _NS
-            return Claims(principal.name, principal.role, created, expires)
-        claims = self.tokens.verify(token)
-        return Claims(principal.name, principal.role, claims.issued_at, claims.expires_at)
 
     # ------------------------------------------------------------------ login
 

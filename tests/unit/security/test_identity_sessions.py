@@ -572,3 +572,32 @@ def test_no_change_without_an_audit_record(identity: Identity, audit: AuditLog) 
         identity.create_token("t", Role.VIEWER, expires_in_s=60, actor=CLI)
     assert identity.list_tokens() == []
     identity.login("olga", PW)  # logins go on (the failure is logged)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_corrupt_identity_db_is_named(tmp_path: Path, clock: ManualClock) -> None:
+    from isthmus.security.errors import IdentityError
+
+    (tmp_path / DB_FILE).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(IdentityError, match=DB_FILE) as info:
+        Identity.open(tmp_path, clock=clock, hasher=FAST)
+    assert info.value.file == str(tmp_path / DB_FILE)
+
+
+def test_authenticate_cost(identity: Identity) -> None:
+    """What every request pays: a JWT check, one indexed SQLite read, a stat per second."""
+    import time
+
+    session = identity.login("olga", PW).access_token
+    _, token = identity.create_token("bench", Role.VIEWER, expires_in_s=3600, actor=CLI)
+    figures = {}
+    for name, bearer in (("session", session), ("API token", token)):
+        n = 2000
+        start = time.perf_counter()
+        for _ in range(n):
+            identity.authenticate(bearer)
+        figures[name] = (time.perf_counter() - start) / n * 1e6
+    print("\nauthenticate: " + ", ".join(f"{k} {v:.0f} µs" for k, v in figures.items()))
+    assert max(figures.values()) < 2000
