@@ -1098,12 +1098,12 @@ def ensure_admin(
 ) -> tuple[str, str | None]:
     """Create the first ``admin`` user when no user has the admin role.
 
-    With ``env_password`` (e.g. ``ISTHMUS_ADMIN_PASSWORD``) that password is used (it
-    must pass the password policy) and never written to disk; otherwise a long random
+    With ``env_password`` (e.g. ``ISTHMUS_ADMIN_PASSWORD``) that password is used and
+    never written to disk (one that fails the password policy is accepted for this
+    bootstrap account with a warning, and audited as such); otherwise a long random
     one is generated and written, with the username, to ``admin-credential.txt`` (mode
     0600).  Returns ``(username, generated_password)``; the password is ``None`` unless
-    this call generated it.  Raises :class:`IdentityError` for a corrupt users file or a
-    password the policy refuses."""
+    this call generated it.  Raises :class:`IdentityError` for a corrupt users file."""
     data_dir = Path(data_dir)
     users = UserStore(data_dir, hasher, clock)
     if any(u.role is Role.ADMIN for u in users.all()):
@@ -1115,20 +1115,33 @@ def ensure_admin(
             file=str(users.path),
         )
     generated = None
+    weak: str | None = None
     if env_password:
         try:
             check_password(env_password, ADMIN_USERNAME)
         except WeakPassword as exc:
-            raise IdentityError(f"ISTHMUS_ADMIN_PASSWORD: {exc}") from None
+            # The operator chose it explicitly (scripts and demos set it): refusing would
+            # leave the plant without an administrator.  It is accepted for this one
+            # bootstrap account, loudly, and every other password meets the policy.
+            weak = str(exc)
+            log.warning(
+                "ISTHMUS_ADMIN_PASSWORD does not meet the password policy (%s); accepted for"
+                " the first admin only: change it with `isthmus users reset-password %s`",
+                weak,
+                ADMIN_USERNAME,
+            )
         password = env_password
     else:
         generated = password = generate_password()
     if audit is not None:
+        details: dict[str, Any] = {"user": ADMIN_USERNAME, "role": Role.ADMIN}
+        if weak is not None:
+            details["weak_password"] = weak
         try:
-            audit.append(USER_ADDED, actor=SYSTEM_ACTOR, user=ADMIN_USERNAME, role=Role.ADMIN)
+            audit.append(USER_ADDED, actor=SYSTEM_ACTOR, **details)
         except Exception as exc:
             raise AuditFailed(f"the audit log cannot be written: {exc}") from None
-    users.add(ADMIN_USERNAME, password, Role.ADMIN)
+    users.add(ADMIN_USERNAME, password, Role.ADMIN, check_policy=weak is None)
     if generated is None:
         log.info("created user %r with the password from the environment", ADMIN_USERNAME)
         return ADMIN_USERNAME, None

@@ -310,12 +310,24 @@ def test_ensure_admin_with_env_password_writes_no_credential(tmp_path: Path) -> 
             assert b"from-the-env-42" not in path.read_bytes()
 
 
-def test_ensure_admin_applies_the_policy_to_the_env_password(tmp_path: Path) -> None:
-    with pytest.raises(IdentityError, match=r"ISTHMUS_ADMIN_PASSWORD.*contain the username"):
-        ensure_admin(tmp_path, "test-admin-password-1", hasher=FAST)
+def test_a_weak_env_password_is_accepted_for_the_first_admin_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator set it explicitly (the demo's contract keeps ISTHMUS_ADMIN_PASSWORD):
+    refusing would leave no administrator, so it is taken, loudly, and audited as weak;
+    every other password still meets the policy."""
+    from isthmus.security.audit import AuditLog
+
+    audit = AuditLog(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert ensure_admin(tmp_path, "admin-pass", hasher=FAST, audit=audit) == ("admin", None)
+    assert "does not meet the password policy" in caplog.text
+    assert "admin-pass" not in caplog.text
+    assert UserStore(tmp_path, FAST).verify("admin", "admin-pass") is not None
+    added = [r for r in audit.query() if r["action"] == "user.added"]
+    assert len(added) == 1 and "weak_password" in added[0]["details"]
     with pytest.raises(IdentityError, match="at least 12"):
-        ensure_admin(tmp_path, "short", hasher=FAST)
-    assert UserStore(tmp_path, FAST).all() == []
+        UserStore(tmp_path, FAST).add("second", "short", Role.ADMIN)
 
 
 def test_secret_created_once_with_mode_0600(tmp_path: Path) -> None:
