@@ -180,7 +180,7 @@ def test_critical_command_waits_for_a_supervisor_who_approves_it_in_the_inbox(
     page.get_by_test_id("command-form").wait_for()
     current = last_value(demo, api_token(page), FILL)
     new = current + 5 if current + 5 <= 1000 else current - 5
-    fill_command_form(page, FILL, f"{new:g}", "550 ml bottles for order 4711")
+    fill_command_form(page, FILL, f"{new:g}", "new bottle size for order 4711")
 
     # The confirmation: current value, new value, limits, and the second person.
     dialog = page.get_by_test_id("command-confirm")
@@ -218,7 +218,7 @@ def test_critical_command_waits_for_a_supervisor_who_approves_it_in_the_inbox(
     card.wait_for()
     assert card.get_by_test_id("approval-requester").inner_text() == "admin (admin)"
     assert card.get_by_test_id("approval-value").inner_text() == f"{new:,.2f} ml"
-    assert card.get_by_test_id("approval-reason").inner_text() == "550 ml bottles for order 4711"
+    assert card.get_by_test_id("approval-reason").inner_text() == "new bottle size for order 4711"
     wait_js(
         second_page,
         "(id) => document.querySelector(`[data-id='${id}'] [data-testid=approval-current]`)"
