@@ -42,9 +42,17 @@ def _gateway(
     role: str = "all",
 ) -> int:
     from isthmus.app import build_runtime, serve
+    from isthmus.security.audit import AuditLog
     from isthmus.security.identity import ensure_admin
 
-    user, password = ensure_admin(data_dir, os.environ.get("ISTHMUS_ADMIN_PASSWORD"))
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    audit = AuditLog(data_dir)  # the first admin's creation is audited like any user's
+    try:
+        user, password = ensure_admin(
+            data_dir, os.environ.get("ISTHMUS_ADMIN_PASSWORD"), audit=audit
+        )
+    finally:
+        audit.close()
     rt = build_runtime(plant, sources, data_dir)
     if role != "all":
         from isthmus.roles import attach_role
