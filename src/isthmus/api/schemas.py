@@ -77,6 +77,13 @@ class TagOut(BaseModel):
     criticality: str
     source: str
     enum: dict[int, str] | None = Field(default=None, description="labels of enum values")
+    write_limits: tuple[float, float] | None = Field(
+        default=None, description="commands only inside [low, high] (within the range)"
+    )
+    max_step: float | None = Field(default=None, description="largest change per command")
+    min_interval: float | None = Field(
+        default=None, description="seconds between two commands to the tag"
+    )
 
 
 class HierarchyNode(BaseModel):

@@ -201,6 +201,9 @@ async def test_tags(client: httpx.AsyncClient, auth: dict[str, str]) -> None:
         "criticality": "high",
         "source": "plc1",
         "enum": None,
+        "write_limits": None,
+        "max_step": None,
+        "min_interval": None,
     }
     assert tags[POWER]["writable"] is True
     r = await client.get("/api/tags", params={"prefix": f"{PREFIX}/utilities/"}, headers=auth)

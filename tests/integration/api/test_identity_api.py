@@ -174,7 +174,8 @@ async def test_change_own_password(client: httpx.AsyncClient) -> None:
     r = await client.post(
         "/api/auth/password", headers=h, json={"current_password": "nope", "new_password": PW}
     )
-    problem(r, 401)
+    assert problem(r, 422)["reason"] == "credentials"  # an answer, not "sign in again"
+    assert (await client.get("/api/tags", headers=h)).status_code == 200
     r = await client.post(
         "/api/auth/password", headers=h, json={"current_password": PASSWORD, "new_password": PW}
     )
@@ -198,7 +199,7 @@ async def test_mfa_enrol_then_login_with_totp_and_recovery_code(
     assert e["otpauth_uri"].startswith("otpauth://totp/") and e["secret"] in e["otpauth_uri"]
     assert "<svg" in e["qr_svg"] and e["qr_data_uri"].startswith("data:image/svg+xml")
     r = await client.post("/api/auth/mfa/verify", headers=h, json={"otp": "000000"})
-    assert problem(r, 401)["reason"] == "mfa_invalid"
+    assert problem(r, 422)["reason"] == "mfa_invalid"  # the session stays valid
     step = clock.now_ns() // 10**9 // 30
     r = await client.post(
         "/api/auth/mfa/verify", headers=h, json={"otp": totp.code_at(e["secret"], step)}

@@ -249,16 +249,20 @@ async def mfa_enroll(principal: Enrolling, ctx: Ctx) -> Enrollment:
     "/mfa/verify",
     summary="Activate the enrolled second factor with a current code: ten recovery codes",
     responses=problem_responses(
-        (401, "wrong code (`reason`: `mfa_invalid`) or no valid bearer token"),
+        401,
         (403, "an API token has no second factor"),
         (409, "nothing enrolled, or MFA is active already"),
+        (422, "wrong or replayed code (`reason`: `mfa_invalid`); the session stays valid"),
+        (429, "too many failed attempts: locked"),
         503,
     ),
 )
 async def mfa_verify(body: VerifyRequest, principal: Enrolling, ctx: Ctx) -> RecoveryCodes:
     try:
         codes = await asyncio.to_thread(ctx.identity.mfa_verify, principal, body.otp)
-    except (LoginRefused, IdentityError) as exc:
+    except LoginRefused as exc:
+        raise wrong_answer(exc) from None
+    except IdentityError as exc:
         raise identity_problem(exc) from None
     return RecoveryCodes(recovery_codes=codes)
 
@@ -268,9 +272,13 @@ async def mfa_verify(body: VerifyRequest, principal: Enrolling, ctx: Ctx) -> Rec
     status_code=204,
     summary="Change one's own password (the other sessions end)",
     responses=problem_responses(
-        (401, "the current password is wrong, or no valid bearer token"),
+        401,
         (403, "an API token has no password"),
-        (422, "the new password breaks the policy (`invalid_params`)"),
+        (
+            422,
+            "the current password is wrong (`reason`: `credentials`; the session stays "
+            "valid) or the new one breaks the policy (`invalid_params`)",
+        ),
         (429, "too many failed attempts: locked"),
         503,
     ),
@@ -280,6 +288,16 @@ async def change_password(body: PasswordChange, principal: SignedIn, ctx: Ctx) -
         await asyncio.to_thread(
             ctx.identity.change_password, principal, body.current_password, body.new_password
         )
-    except (LoginRefused, IdentityError) as exc:
+    except LoginRefused as exc:
+        raise wrong_answer(exc) from None
+    except IdentityError as exc:
         raise identity_problem(exc) from None
     return Response(status_code=204)
+
+
+def wrong_answer(exc: LoginRefused) -> ApiProblem:
+    """A wrong code or current password from a caller whose token is valid: 422, not 401
+    (a 401 means "sign in again" to every client); a lockout stays 429."""
+    if exc.reason == "locked":
+        return identity_problem(exc)
+    return ApiProblem(422, str(exc), reason=exc.reason)

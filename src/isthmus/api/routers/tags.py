@@ -76,6 +76,9 @@ def tag_out(entry: CatalogEntry, labels: Mapping[int, str] | None = None) -> Tag
         criticality=str(cfg.criticality),
         source=entry.source,
         enum=cfg.enum if cfg.enum is not None else (dict(labels) if labels else None),
+        write_limits=cfg.write_limits,
+        max_step=cfg.max_step,
+        min_interval=cfg.min_interval,
     )
 
 

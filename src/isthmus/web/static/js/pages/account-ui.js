@@ -57,9 +57,10 @@ export function copyButton(get, label = "Copy", testid = null) {
   return button;
 }
 
-/** POST for a form whose 401 is an answer about what was typed (a wrong one-time code,
- * a wrong current password: problem reason `mfa_invalid` or `credentials`), not the end
- * of the session (api.js signs out on any 401). Resolves to the JSON body (null: 204). */
+/** POST for a form whose refusal is an answer about what was typed (a wrong one-time
+ * code, a wrong current password: 422 with reason `mfa_invalid` or `credentials`), not the
+ * end of the session; a 401 with those reasons (older servers) is treated the same.
+ * Resolves to the JSON body (null: 204). */
 export async function postAnswer(path, body, signal) {
   let response;
   try {
