@@ -27,6 +27,7 @@ from isthmus.connectors.registry import default_connectors
 from isthmus.model.config import (
     ApiConfig,
     ApiTls,
+    CommandsConfig,
     Criticality,
     ExportConfig,
     LockoutConfig,
@@ -162,6 +163,17 @@ def reference() -> str:
         "environment variable named by `key_password_env`, never from this file.",
         "",
         table(ApiTls),
+        "",
+        "## `commands`",
+        "",
+        "The command gate, the only way a value reaches a machine: how long a critical "
+        "command waits for a second person's approval, how long a write and its read back "
+        "may take, and how long an accepted command may take to reach its machine (an edge "
+        "site cut off from the hub refuses it later as `expired`). Per tag: `writable`, "
+        "`criticality`, `write_limits`, `max_step` and `min_interval` (see the tag fields "
+        "above). See docs/commands.md.",
+        "",
+        table(CommandsConfig),
         "",
         "## `pipeline`",
         "",

@@ -210,7 +210,7 @@ def _attach_edge_commands(rt: Runtime, parts: RoleParts) -> None:
         rt.metrics,
         rt.clock,
         name=f"{rt.plant.site}-{os.getpid()}",
-        duplicate_window=rt.plant.commands.approval_timeout,
+        duplicate_window=max(rt.plant.commands.approval_timeout, rt.plant.commands.deliver_within),
         events=rt.events,
         tags=lambda: [(e.path, e.config) for e in rt.catalog if e.config.writable],
     )
@@ -285,7 +285,7 @@ def _attach_hub_commands(rt: Runtime, parts: RoleParts, name: str) -> CommandSen
         rt.metrics,
         rt.clock,
         name=name,
-        duplicate_window=commands.approval_timeout,
+        duplicate_window=max(commands.approval_timeout, commands.deliver_within),
         events=rt.events,
     )
     parts.sender = sender
@@ -304,7 +304,7 @@ def _attach_hub_commands(rt: Runtime, parts: RoleParts, name: str) -> CommandSen
         pending = await remote.pending(gate.store)
         if pending:
             log.info("hub: %d command(s) sent before the restart: awaiting results", len(pending))
-        return lambda: remote.resume(gate.store, commands.approval_timeout, pending)
+        return lambda: remote.resume(gate.store, commands.deliver_within, pending)
 
     parts.resume = resume
     return sender

@@ -53,7 +53,7 @@ N_TAGS = 50
 PER_PHASE = 40
 SITE = "lyon"
 ORDER_TTL_S = 4.0
-"""The hub's ``commands.approval_timeout``: the expiry of every order it sends."""
+"""The hub's ``commands.deliver_within``: the expiry of every order it sends."""
 TAG = "acme/lyon/utilities/line1/cell1/plc/sp{}"
 FINAL = {"verified", "mismatch", "failed", "uncertain", "rejected", "expired", "refused"}
 
@@ -157,7 +157,7 @@ transport:
   servers: [{nats_url}]
   ack_wait: 3s
 commands:
-  approval_timeout: {ORDER_TTL_S}s
+  deliver_within: {ORDER_TTL_S}s
   write_timeout: 1s
   readback_timeout: 1s
 """

@@ -591,6 +591,12 @@ class CommandsConfig(Strict):
     write_timeout: Duration = Field(
         default=5.0, gt=0, description="longest wait for the device to confirm a write"
     )
+    deliver_within: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="an accepted (or approved) command that has not reached its machine by "
+        "then is refused as expired, never executed late (a cut-off edge site)",
+    )
 
 
 class PlantConfig(Strict):

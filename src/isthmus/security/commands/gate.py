@@ -404,7 +404,7 @@ class CommandGate:
         try:
             order = replace(
                 cmd.order(),
-                expires_at_ns=self.clock.now_ns() + int(self.config.approval_timeout * 1e9),
+                expires_at_ns=self.clock.now_ns() + int(self.config.deliver_within * 1e9),
             )
             from_states: tuple[CommandState, ...] = (CommandState.APPROVED,)
             try:
