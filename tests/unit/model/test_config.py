@@ -197,5 +197,5 @@ def test_mqtt_value_map_matching_a_declared_tag_loads() -> None:
     text = MQTT.replace("$.pressure", "$.temp2").replace(
         "{machine}/pressure", "{machine}/temperature"
     )
-    plant, sources = load_plant_config(text, "plant.yaml", MODELS)
+    _plant, sources = load_plant_config(text, "plant.yaml", MODELS)
     assert sources[0].name == "broker"
