@@ -92,6 +92,29 @@ def _no_current(entry: CatalogEntry) -> tuple[Value, int] | None:
     return None
 
 
+async def append_in_thread(
+    audit: Auditor, action: str, *, actor: str | None, outcome: str = "ok", **details: Any
+) -> None:
+    """One audit record from a worker thread (the append blocks on fsync); raises what
+    the log raises (``AuditUnavailable``)."""
+    await asyncio.to_thread(lambda: audit.append(action, actor=actor, outcome=outcome, **details))
+
+
+def command_details(cmd: Command | CommandOrder) -> dict[str, Any]:
+    """What every audit record of a command names first: its id, tag and value."""
+    return {"id": cmd.id, "tag": cmd.tag, "value": json_value(cmd.value)}
+
+
+def result_details(cmd: Command | CommandOrder, result: Command | CommandResult) -> dict[str, Any]:
+    """The details of a ``command.result`` record: the command, what the device read
+    back and what happened."""
+    return {
+        **command_details(cmd),
+        "read_back": json_value(result.read_back),
+        "detail": result.detail,
+    }
+
+
 def fingerprint(actor: str, tag: str, value: object, reason: str) -> str:
     """What an idempotent retry must repeat: requester, tag, value (with its JSON type)
     and reason."""
@@ -147,9 +170,7 @@ class CommandGate:
         error = "this server keeps no audit log"
         if audit is not None:
             try:
-                await asyncio.to_thread(
-                    lambda: audit.append(action, actor=actor, outcome=outcome, **details)
-                )
+                await append_in_thread(audit, action, actor=actor, outcome=outcome, **details)
                 return
             except Exception as exc:  # AuditUnavailable, or anything that broke it
                 error = str(exc)
@@ -348,9 +369,7 @@ class CommandGate:
                 AWAITING_APPROVAL,
                 actor,
                 "awaiting",
-                id=cmd.id,
-                tag=cmd.tag,
-                value=json_value(cmd.value),
+                **command_details(cmd),
                 conduit=cmd.conduit,
                 expires_at_ns=cmd.expires_at_ns,
             )
@@ -433,11 +452,7 @@ class CommandGate:
                     RESULT,
                     cmd.requested_by,
                     str(final.state),
-                    id=cmd.id,
-                    tag=cmd.tag,
-                    value=json_value(cmd.value),
-                    read_back=json_value(final.read_back),
-                    detail=final.detail,
+                    **result_details(cmd, final),
                     approved_by=final.approved_by,
                 )
             return final
@@ -453,11 +468,7 @@ class CommandGate:
             RESULT,
             order.requested_by,
             str(result.state),
-            id=order.id,
-            tag=order.tag,
-            value=json_value(order.value),
-            read_back=json_value(result.read_back),
-            detail=result.detail,
+            **result_details(order, result),
             approved_by=order.approved_by,
         )
 
@@ -468,9 +479,7 @@ class CommandGate:
         await self._audit_after(
             WRITTEN,
             order.requested_by,
-            id=order.id,
-            tag=order.tag,
-            value=json_value(order.value),
+            **command_details(order),
             approved_by=order.approved_by,
             written_at_ns=written_at_ns,
         )
@@ -516,19 +525,7 @@ class CommandGate:
             comment=comment,
             updated_at_ns=now,
         )
-        await self._audit(
-            APPROVED,
-            actor,
-            id=cmd.id,
-            tag=cmd.tag,
-            value=json_value(cmd.value),
-            requested_by=cmd.requested_by,
-            comment=comment,
-        )
-        if not await asyncio.to_thread(
-            self.store.transition, approved, (CommandState.AWAITING_APPROVAL,)
-        ):
-            raise await self._lost_race(principal, cmd, "approve")
+        await self._conclude(principal, cmd, approved, APPROVED, "approve")
         return await self._execute(approved)
 
     async def reject(
@@ -547,19 +544,7 @@ class CommandGate:
             updated_at_ns=now,
             finished_at_ns=now,
         )
-        await self._audit(
-            REJECTED,
-            principal.actor,
-            id=cmd.id,
-            tag=cmd.tag,
-            value=json_value(cmd.value),
-            requested_by=cmd.requested_by,
-            comment=comment,
-        )
-        if not await asyncio.to_thread(
-            self.store.transition, rejected, (CommandState.AWAITING_APPROVAL,)
-        ):
-            raise await self._lost_race(principal, cmd, "reject")
+        await self._conclude(principal, cmd, rejected, REJECTED, "reject")
         self.metrics.inc("commands.rejected")
         return rejected
 
@@ -590,6 +575,23 @@ class CommandGate:
             )
         return cmd
 
+    async def _conclude(
+        self, principal: Principal, cmd: Command, decided: Command, action: str, op: str
+    ) -> None:
+        """Audit an approver's decision (``decided``), then record it unless another
+        decision got there first (:class:`CommandRefused`, ``not_awaiting``)."""
+        await self._audit(
+            action,
+            principal.actor,
+            **command_details(cmd),
+            requested_by=cmd.requested_by,
+            comment=decided.comment,
+        )
+        if not await asyncio.to_thread(
+            self.store.transition, decided, (CommandState.AWAITING_APPROVAL,)
+        ):
+            raise await self._lost_race(principal, cmd, op)
+
     async def _lost_race(self, principal: Principal, cmd: Command, op: str) -> CommandRefused:
         now_cmd = await asyncio.to_thread(self.store.get, cmd.id) or cmd
         return await self._refuse(
@@ -615,9 +617,7 @@ class CommandGate:
                 EXPIRED,
                 None,
                 "expired",
-                id=cmd.id,
-                tag=cmd.tag,
-                value=json_value(cmd.value),
+                **command_details(cmd),
                 requested_by=cmd.requested_by,
             )
         except CommandRefused:
@@ -656,9 +656,7 @@ class CommandGate:
                 RESULT,
                 cmd.requested_by,
                 str(cmd.state),
-                id=cmd.id,
-                tag=cmd.tag,
-                value=json_value(cmd.value),
+                **command_details(cmd),
                 detail=cmd.detail,
                 recovered=True,
             )

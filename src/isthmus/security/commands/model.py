@@ -168,6 +168,27 @@ class Command:
     fingerprint: str = ""
     """Hash of (requester, tag, value, reason): an idempotent retry must match it."""
 
+    @classmethod
+    def from_order(
+        cls, order: CommandOrder, state: CommandState, now_ns: int, **fields: Any
+    ) -> Command:
+        """An order that came from elsewhere (a hub), journalled as it comes: its
+        reason and the requester's role are not known here."""
+        return cls(
+            id=order.id,
+            tag=order.tag,
+            value=order.value,
+            reason="",
+            requested_by=order.requested_by,
+            requested_role="",
+            state=state,
+            created_at_ns=now_ns,
+            updated_at_ns=now_ns,
+            expires_at_ns=order.expires_at_ns,
+            approved_by=order.approved_by,
+            **fields,
+        )
+
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES

@@ -43,7 +43,12 @@ from typing import Any
 from isthmus.model.clock import Clock
 from isthmus.observe.metrics import Metrics
 from isthmus.security.commands.executor import CommandExecutor
-from isthmus.security.commands.gate import Auditor
+from isthmus.security.commands.gate import (
+    Auditor,
+    command_details,
+    result_details,
+)
+from isthmus.security.commands.gate import append_in_thread as _append
 from isthmus.security.commands.model import (
     Command,
     CommandOrder,
@@ -73,14 +78,6 @@ goes on looking for the answers of those)."""
 
 DEFAULT_TTL_S = 15 * 60.0
 """Expiry of an order that has none (the gate gives every order one)."""
-
-
-async def _append(
-    audit: Auditor, action: str, *, actor: str | None, outcome: str = "ok", **details: Any
-) -> None:
-    """One audit record from a worker thread; raises what the log raises
-    (``AuditUnavailable``)."""
-    await asyncio.to_thread(lambda: audit.append(action, actor=actor, outcome=outcome, **details))
 
 
 def site_of(tag: str) -> str:
@@ -291,11 +288,7 @@ class RemoteExecutor:
                     RESULT,
                     actor=cmd.requested_by,
                     outcome=str(result.state),
-                    id=cmd.id,
-                    tag=cmd.tag,
-                    value=json_value(cmd.value),
-                    read_back=json_value(result.read_back),
-                    detail=result.detail,
+                    **result_details(cmd, result),
                     settled_late=True,
                 )
             except Exception as exc:  # it happened: say so, cannot undo it
@@ -417,9 +410,7 @@ class EdgeCommandHandler:
                     audit,
                     RECEIVED,
                     actor=order.requested_by,
-                    id=order.id,
-                    tag=order.tag,
-                    value=json_value(order.value),
+                    **command_details(order),
                     approved_by=order.approved_by,
                     via=self.hub,
                     expires_at_ns=order.expires_at_ns,
@@ -441,18 +432,10 @@ class EdgeCommandHandler:
     async def _remember(self, order: CommandOrder, result: CommandResult, now: int) -> None:
         """Journal an order that is not executed (the edge's command history shows it,
         and a copy arriving later gets the same answer)."""
-        cmd = Command(
-            id=order.id,
-            tag=order.tag,
-            value=order.value,
-            reason="",
-            requested_by=order.requested_by,
-            requested_role="",
-            state=result.state,
-            created_at_ns=now,
-            updated_at_ns=now,
-            expires_at_ns=order.expires_at_ns,
-            approved_by=order.approved_by,
+        cmd = Command.from_order(
+            order,
+            result.state,
+            now,
             detail=result.detail,
             finished_at_ns=result.finished_at_ns,
         )
@@ -468,11 +451,7 @@ class EdgeCommandHandler:
                 RESULT,
                 actor=order.requested_by,
                 outcome=str(result.state),
-                id=order.id,
-                tag=order.tag,
-                value=json_value(order.value),
-                read_back=json_value(result.read_back),
-                detail=result.detail,
+                **result_details(order, result),
                 via=self.hub,
             )
         except Exception as exc:  # it happened: say so, cannot undo it

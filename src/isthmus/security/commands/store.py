@@ -103,51 +103,21 @@ def _load(text: str | None) -> Value | None:
 
 
 def _row(cmd: Command) -> tuple[Any, ...]:
-    return (
-        cmd.id,
-        cmd.tag,
-        _dump(cmd.value),
-        cmd.reason,
-        cmd.requested_by,
-        cmd.requested_role,
-        str(cmd.state),
-        cmd.created_at_ns,
-        cmd.updated_at_ns,
-        cmd.expires_at_ns,
-        cmd.approved_by,
-        cmd.comment,
-        _dump(cmd.read_back),
-        cmd.detail,
-        cmd.conduit,
-        cmd.written_at_ns,
-        cmd.finished_at_ns,
-        cmd.fingerprint,
-    )
+    """A command as the row of ``_COLUMNS`` (each column is the field of its name)."""
+    d = {c: getattr(cmd, c) for c in _COLUMNS}
+    d.update(value=_dump(cmd.value), read_back=_dump(cmd.read_back), state=str(cmd.state))
+    return tuple(d[c] for c in _COLUMNS)
 
 
 def _command(row: Sequence[Any]) -> Command:
     d = dict(zip(_COLUMNS, row, strict=True))
     value = _load(d["value"])
-    return Command(
-        id=d["id"],
-        tag=d["tag"],
+    d.update(
         value="" if value is None else value,
-        reason=d["reason"],
-        requested_by=d["requested_by"],
-        requested_role=d["requested_role"],
-        state=CommandState(d["state"]),
-        created_at_ns=d["created_at_ns"],
-        updated_at_ns=d["updated_at_ns"],
-        expires_at_ns=d["expires_at_ns"],
-        approved_by=d["approved_by"],
-        comment=d["comment"],
         read_back=_load(d["read_back"]),
-        detail=d["detail"],
-        conduit=d["conduit"],
-        written_at_ns=d["written_at_ns"],
-        finished_at_ns=d["finished_at_ns"],
-        fingerprint=d["fingerprint"],
+        state=CommandState(d["state"]),
     )
+    return Command(**d)
 
 
 def as_result(cmd: Command) -> CommandResult:
@@ -337,19 +307,7 @@ class CommandStore:
         with self._tx() as db:
             row = db.execute(f"{_SELECT} WHERE id = ?", (order.id,)).fetchone()
             if row is None:  # an order from elsewhere (a hub): journal it as it comes
-                fresh = Command(
-                    id=order.id,
-                    tag=order.tag,
-                    value=order.value,
-                    reason="",
-                    requested_by=order.requested_by,
-                    requested_role="",
-                    state=CommandState.WRITING,
-                    created_at_ns=now_ns,
-                    updated_at_ns=now_ns,
-                    expires_at_ns=order.expires_at_ns,
-                    approved_by=order.approved_by,
-                )
+                fresh = Command.from_order(order, CommandState.WRITING, now_ns)
                 db.execute(_INSERT, _row(fresh))
                 return None
             cmd = _command(row)
