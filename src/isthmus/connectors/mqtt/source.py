@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiomqtt
 import numpy as np
@@ -34,7 +34,6 @@ from isthmus.connectors.base import (
     Link,
     SourceContext,
     Value,
-    engineering,
     tag_index,
 )
 from isthmus.connectors.mqtt.command import render
@@ -48,6 +47,7 @@ from isthmus.connectors.mqtt.mapping import (
     parse_path,
     parse_topic,
 )
+from isthmus.connectors.readback import ReadBacks
 from isthmus.model.batch import Batch
 from isthmus.model.config import DataType
 from isthmus.net.link import LinkLost
@@ -64,16 +64,6 @@ class _Sub:
     values: tuple[tuple[JsonPath, str], ...]
     timestamp: JsonPath | None
     quality: JsonPath | None
-
-
-@dataclass(slots=True)
-class _Awaited:
-    """A read back waiting for the next value of a tag (armed before the command is
-    published, so an answer arriving at once is not missed)."""
-
-    config: MqttTagConfig
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-    value: Value | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +88,7 @@ class MqttSource:
         self._by_path = {t.config.path: t.tag_id for t in tags}
         self._index = tag_index(tags)
         self._client: aiomqtt.Client | None = None
-        self._awaited: dict[int, _Awaited] = {}
+        self._read_backs = ReadBacks()
         self._text_ids = {t.tag_id for t in tags if t.config.data_type is DataType.STRING}
         self._subs = [
             _Sub(
@@ -190,7 +180,7 @@ class MqttSource:
                     decoded.rejections[0],
                 )
             if decoded.tag_ids:
-                if self._awaited:
+                if self._read_backs:
                     self._deliver(decoded.tag_ids, decoded.values, decoded.qualities, decoded.texts)
                 if decoded.texts:
                     offset = len(self._tag_ids)
@@ -211,12 +201,8 @@ class MqttSource:
         samples do not count: they say the value could not be read)."""
         text_of = dict(texts)
         for row, tag_id in enumerate(tag_ids):
-            awaited = self._awaited.get(tag_id)
-            if awaited is None or awaited.event.is_set() or qualities[row] & 0x80000000:
-                continue
-            raw = text_of.get(row, values[row])
-            awaited.value = engineering(awaited.config, raw)
-            awaited.event.set()
+            if not qualities[row] & 0x80000000:
+                self._read_backs.deliver(tag_id, text_of.get(row, values[row]))
 
     # ------------------------------------------------------------------ commands
 
@@ -247,7 +233,7 @@ class MqttSource:
         if client is None or not self._link.connected:
             self._ctx.metrics.inc(self._m_write_errors)
             raise CommandWriteError(f"{cfg.path}: MQTT source {self.name} is not connected")
-        self._awaited[bound.tag_id] = _Awaited(cfg)  # before publishing: a fast echo counts
+        self._read_backs.arm(bound.tag_id, cfg)  # before publishing: a fast echo counts
         try:
             await client.publish(
                 message.topic,
@@ -257,7 +243,7 @@ class MqttSource:
                 timeout=self.config.timeout,
             )
         except aiomqtt.MqttCodeError as exc:  # refused by the client before sending
-            self._awaited.pop(bound.tag_id, None)
+            self._read_backs.disarm(bound.tag_id)
             self._ctx.metrics.inc(self._m_write_errors)
             raise CommandWriteError(
                 f"{cfg.path}: not published to {message.topic}: {exc}"
@@ -286,18 +272,7 @@ class MqttSource:
         bound = self._index.get(tag)
         if bound is None:
             return None
-        awaited = self._awaited.get(bound.tag_id)
-        if awaited is None:
-            awaited = self._awaited[bound.tag_id] = _Awaited(bound.config)
-        try:
-            async with asyncio.timeout(timeout):
-                await awaited.event.wait()
-        except TimeoutError:
-            return None
-        finally:
-            if self._awaited.get(bound.tag_id) is awaited:
-                del self._awaited[bound.tag_id]
-        return awaited.value
+        return await self._read_backs.next_value(bound.tag_id, bound.config, timeout)
 
     @property
     def pending(self) -> int:

@@ -40,7 +40,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import aiomqtt
 import numpy as np
@@ -53,9 +53,9 @@ from isthmus.connectors.base import (
     Link,
     SourceContext,
     Value,
-    engineering,
     tag_index,
 )
+from isthmus.connectors.readback import ReadBacks
 from isthmus.connectors.sparkplug.codec import (
     BOOLEAN,
     DATATYPE_FROM,
@@ -129,16 +129,6 @@ class CommandTarget:
     datatype: int | None
 
 
-@dataclass(slots=True)
-class _Awaited:
-    """A read back waiting for the next value of a tag (armed before the command is
-    published, so an answer arriving at once is not missed)."""
-
-    config: TagConfig
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-    value: Value | None = None
-
-
 def state_payload(online: bool, timestamp_ms: int) -> bytes:
     return json.dumps({"online": online, "timestamp": timestamp_ms}).encode()
 
@@ -163,7 +153,7 @@ class SparkplugHost:
         self._index = tag_index(tags)
         self.targets: dict[int, CommandTarget] = {}
         """Tag id → its metric, from the births seen (where a command goes)."""
-        self._awaited: dict[int, _Awaited] = {}
+        self._read_backs = ReadBacks()
         self._client: aiomqtt.Client | None = None
         self._text_ids = {t.tag_id for t in tags if t.config.data_type is DataType.STRING}
         self.state = HostState(
@@ -254,7 +244,7 @@ class SparkplugHost:
             default_ts = update.timestamp_ms * 1_000_000
         if update.birth and self.config.auto_tags and self._ctx.declare_tags is not None:
             self._create_tags(update)
-        awaited = self._awaited
+        read_backs = self._read_backs
         for name, metric in update.metrics:
             tag_id = self._tag_id(update.group, update.node, update.device, name)
             if tag_id is None:
@@ -266,7 +256,7 @@ class SparkplugHost:
                 self.targets[tag_id] = CommandTarget(
                     update.group, update.node, update.device, name, metric.alias, metric.datatype
                 )
-            if awaited and tag_id in awaited:
+            if read_backs and tag_id in read_backs:
                 self._deliver(tag_id, metric)
             text: str | None = None
             is_text_tag = tag_id in text_ids
@@ -341,8 +331,7 @@ class SparkplugHost:
 
     def _deliver(self, tag_id: int, metric: Metric) -> None:
         """The first live, Good value of an awaited tag after its command: its read back."""
-        awaited = self._awaited[tag_id]
-        if awaited.event.is_set() or metric.is_historical or metric.is_null or metric.error:
+        if metric.is_historical or metric.is_null or metric.error:
             return
         if metric.quality is not None and metric.quality & 0x80000000:
             return
@@ -351,8 +340,7 @@ class SparkplugHost:
             if not metric.numeric:
                 return
             raw = metric.value
-        awaited.value = engineering(awaited.config, raw)
-        awaited.event.set()
+        self._read_backs.deliver(tag_id, raw)
 
     # ------------------------------------------------------------------ commands
 
@@ -400,7 +388,7 @@ class SparkplugHost:
             timestamp_ms=now_ms,
         )
         kind = "DCMD" if target.device is not None else "NCMD"
-        self._awaited[bound.tag_id] = _Awaited(cfg)  # before publishing: a fast echo counts
+        self._read_backs.arm(bound.tag_id, cfg)  # before publishing: a fast echo counts
         try:
             await client.publish(
                 topic(target.group, kind, target.node, target.device),
@@ -410,7 +398,7 @@ class SparkplugHost:
                 timeout=self.config.timeout,
             )
         except aiomqtt.MqttCodeError as exc:  # refused by the client: nothing sent
-            self._awaited.pop(bound.tag_id, None)
+            self._read_backs.disarm(bound.tag_id)
             self._ctx.metrics.inc(self._m + "write_errors")
             raise CommandWriteError(f"{cfg.path}: {kind} to {where} not published: {exc}") from None
         except aiomqtt.MqttError as exc:
@@ -433,18 +421,7 @@ class SparkplugHost:
         bound = self._index.get(tag)
         if bound is None:
             return None
-        awaited = self._awaited.get(bound.tag_id)
-        if awaited is None:
-            awaited = self._awaited[bound.tag_id] = _Awaited(bound.config)
-        try:
-            async with asyncio.timeout(timeout):
-                await awaited.event.wait()
-        except TimeoutError:
-            return None
-        finally:
-            if self._awaited.get(bound.tag_id) is awaited:
-                del self._awaited[bound.tag_id]
-        return awaited.value
+        return await self._read_backs.next_value(bound.tag_id, bound.config, timeout)
 
     def _death_batch(self, death: Death, now_ns: int) -> Batch | None:
         ids: set[int] = set()
