@@ -22,7 +22,8 @@ them the ``watch`` predicate selects (e.g. the writes), ``answers`` the frames s
 proxy.dropped()`` waits for the drop asked, ``await proxy.reconnected(source)`` for
 the source to be connected again through a connection opened after the drop.
 
-Shared by the Commander tests and the command gate's fault test.
+Shared by the Commander tests and the command gate's fault test;
+:func:`write_through_drops` is the Commanders' drop test.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+import pytest
+
+from isthmus.connectors.base import Commander, CommandWriteError, Value
 
 Predicate = Callable[[bytes], bool]
 
@@ -239,6 +244,20 @@ class DroppingProxy:
 
     # -------------------------------------------------------------------- internals
 
+    async def _read_frames(
+        self, reader: asyncio.StreamReader, cut: asyncio.Event | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The frames ``reader`` brings, until it ends (or, after ``cut`` is set, the
+        next read)."""
+        buf = bytearray()
+        while True:
+            data = await reader.read(65536)
+            if not data or (cut is not None and cut.is_set()):
+                return
+            buf += data
+            for frame in self._frames(buf):
+                yield frame
+
     def _frames(self, buf: bytearray) -> list[bytes]:
         if self.framing is None:
             frames = [bytes(buf)] if buf else []
@@ -289,13 +308,8 @@ class DroppingProxy:
         swallow: list[tuple[bytes | None, bool]],
         cut: asyncio.Event,
     ) -> None:
-        buf = bytearray()
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                return
-            buf += data
-            for frame in self._frames(buf):
+        async with contextlib.aclosing(self._read_frames(reader)) as frames:
+            async for frame in frames:
                 drop = self._drop
                 if drop is not None and (drop.when is None or drop.when(frame)):
                     self._drop = None
@@ -321,13 +335,8 @@ class DroppingProxy:
         swallow: list[tuple[bytes | None, bool]],
         cut: asyncio.Event,
     ) -> None:
-        buf = bytearray()
-        while True:
-            data = await reader.read(65536)
-            if not data or cut.is_set():
-                return
-            buf += data
-            for frame in self._frames(buf):
+        async with contextlib.aclosing(self._read_frames(reader, cut)) as frames:
+            async for frame in frames:
                 if swallow:
                     key, close = swallow[0]
                     if key is None or key == self._key(frame):
@@ -351,3 +360,62 @@ class DroppingProxy:
             self.drops += 1
             self._last_drop_at = self.connections
         self._dropped.set()
+
+
+class _DroppedSource(Connected, Commander, Protocol):
+    pass
+
+
+async def write_through_drops(
+    proxy: DroppingProxy,
+    source: _DroppedSource,
+    tag: str,
+    device: Callable[[], Awaitable[object]],
+    values: Sequence[Value],
+    *,
+    watch: Predicate,
+    where: str = "device",
+    read_back_within: float = 1.0,
+    applied_first: bool = False,
+    no_answer: str | None = None,
+) -> dict[str, str]:
+    """Write ``values`` (five) to ``tag`` through the proxy, dropping the connection at
+    each write of the first four, then writing the last normally; returns each drop's
+    outcome.  Asserts what ``device`` (the device's value of the tag) holds after each
+    drop and that the last write reads back.
+
+    The drops: the device gets the request, the connection drops before any answer
+    (``applied_first``: wait until the device holds it); the device answers, the answer
+    is thrown away; nothing of the request reaches the device (``before the {where}``);
+    the answer never comes, the connection is kept (``no_answer``: the error's match).
+    """
+    first, second, third, fourth, last = values
+    outcomes: dict[str, str] = {}
+    proxy.drop_next("request", when=watch)
+    with pytest.raises(CommandWriteError, match="may have been applied") as info:
+        await source.write(tag, first)
+    outcomes["after request"] = info.value.outcome
+    if applied_first:
+        async with asyncio.timeout(3):
+            while await device() != first:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+    steps: list[tuple[str, After, int | None, bool, str | None, Value, Value]] = [
+        ("after response", "response", None, True, None, second, second),
+        (f"before the {where}", "request", 0, True, None, third, second),
+        ("no answer", "response", None, False, no_answer, fourth, fourth),
+    ]
+    for label, after, forward_bytes, close, match, value, held in steps:
+        async with asyncio.timeout(10):
+            await proxy.reconnected(source)
+        proxy.drop_next(after, when=watch, forward_bytes=forward_bytes, close=close)
+        with pytest.raises(CommandWriteError, match=match) as info:
+            await source.write(tag, value)
+        outcomes[label] = info.value.outcome
+        assert await device() == held, label
+
+    async with asyncio.timeout(10):
+        await proxy.reconnected(source)
+    await source.write(tag, last)
+    assert await source.read_back(tag, read_back_within) == last
+    return outcomes

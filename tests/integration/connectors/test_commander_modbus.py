@@ -4,7 +4,6 @@ round trips, refusals before anything is sent, and the outcome of each failure."
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 from collections.abc import AsyncIterator
@@ -20,7 +19,12 @@ from isthmus.connectors.base import BoundTag, Commander, CommandWriteError, Sour
 from isthmus.connectors.modbus.config import ModbusSourceConfig, ModbusTagConfig
 from isthmus.connectors.modbus.errors import WriteFailed
 from isthmus.connectors.modbus.source import ModbusSource
-from tests.integration.connectors.proxy import MODBUS, DroppingProxy, modbus_write
+from tests.integration.connectors.proxy import (
+    MODBUS,
+    DroppingProxy,
+    modbus_write,
+    write_through_drops,
+)
 from tests.support import Collector, free_port, running_source
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -181,58 +185,19 @@ async def test_connection_dropped_after_the_request_is_uncertain(
     device: tuple[ModbusTcpServer, int],
 ) -> None:
     server, port = device
-    outcomes: dict[str, str] = {}
+
+    async def count_sp() -> int:
+        (value,) = await holding(server, 3)
+        return value
+
     async with DroppingProxy("127.0.0.1", port, framing=MODBUS, watch=modbus_write) as proxy:
         source = make_source(proxy.port)
         async with running_source(source, connected_within=5):
-            # 1. the device gets the request, the connection drops before any answer
-            proxy.drop_next("request", when=modbus_write)
-            with pytest.raises(CommandWriteError, match="may have been applied") as info:
-                await source.write("a/l/c/e/count_sp", 11)
-            outcomes["after request"] = info.value.outcome
-            await wait_until(lambda: holding(server, 3), [11])  # it was applied
-
-            # 2. the device answers, the proxy throws the answer away and drops
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            proxy.drop_next("response", when=modbus_write)
-            with pytest.raises(CommandWriteError) as info:
-                await source.write("a/l/c/e/count_sp", 22)
-            outcomes["after response"] = info.value.outcome
-            assert await holding(server, 3) == [22]
-
-            # 3. nothing of the request reaches the device: still uncertain (we sent it)
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            proxy.drop_next("request", when=modbus_write, forward_bytes=0)
-            with pytest.raises(CommandWriteError) as info:
-                await source.write("a/l/c/e/count_sp", 33)
-            outcomes["before the device"] = info.value.outcome
-            assert await holding(server, 3) == [22]
-
-            # 4. the answer never comes (connection kept): a timeout, uncertain
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            proxy.drop_next("response", when=modbus_write, close=False)
-            with pytest.raises(CommandWriteError, match="no answer") as info:
-                await source.write("a/l/c/e/count_sp", 44)
-            outcomes["no answer"] = info.value.outcome
-            assert await holding(server, 3) == [44]
-
-            # and commands work again afterwards
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            await source.write("a/l/c/e/count_sp", 55)
-            assert await source.read_back("a/l/c/e/count_sp", 1.0) == 55
+            outcomes = await write_through_drops(
+                proxy, source, "a/l/c/e/count_sp", count_sp, (11, 22, 33, 44, 55),
+                watch=modbus_write, applied_first=True, no_answer="no answer",
+            )  # fmt: skip
     print(f"\nmodbus outcomes through the dropping proxy: {outcomes}")
     assert set(outcomes.values()) == {"uncertain"}
     assert proxy.drops == 3
     assert proxy.matched == 4  # write requests forwarded whole: 11, 22, 44, 55
-
-
-async def wait_until(read: Any, expected: Any, within: float = 3.0) -> None:
-    for _ in range(int(within / 0.02)):
-        if await read() == expected:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{expected} not seen within {within} s")

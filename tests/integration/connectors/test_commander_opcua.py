@@ -5,7 +5,6 @@ server, and the outcome of a connection dropped after the Write request."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +17,12 @@ from isthmus.connectors.base import BoundTag, Commander, CommandWriteError, Sour
 from isthmus.connectors.opcua.config import OpcUaSourceConfig, OpcUaTagConfig
 from isthmus.connectors.opcua.fastsubscription import make_source as opcua_source
 from isthmus.connectors.opcua.source import OpcUaSource
-from tests.integration.connectors.proxy import OPCUA, DroppingProxy, opcua_write
+from tests.integration.connectors.proxy import (
+    OPCUA,
+    DroppingProxy,
+    opcua_write,
+    write_through_drops,
+)
 from tests.integration.connectors.ua_plant import UaPlant, ua_plant
 from tests.support import Collector, running_source
 
@@ -159,46 +163,20 @@ async def test_refusals_are_failed_and_send_nothing(plant: UaPlant) -> None:
 
 async def test_connection_dropped_after_the_write_request_is_uncertain(plant: UaPlant) -> None:
     port = int(plant.endpoint.rsplit(":", 1)[1].strip("/"))
-    outcomes: dict[str, str] = {}
     async with DroppingProxy("127.0.0.1", port, framing=OPCUA, watch=opcua_write) as proxy:
         source = make_source(plant, f"opc.tcp://127.0.0.1:{proxy.port}/", timeout=1.0)
-        setpoint = plant.nodes["setpoint"]
         async with running_source(source, connected_within=10):
             await source.write("a/l/c/boiler/setpoint", 10.0)  # node type known from here
-
-            proxy.drop_next("request", when=opcua_write)
-            with pytest.raises(CommandWriteError, match="may have been applied") as info:
-                await source.write("a/l/c/boiler/setpoint", 11.0)
-            outcomes["after request"] = info.value.outcome
-
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            proxy.drop_next("response", when=opcua_write)
-            with pytest.raises(CommandWriteError) as info:
-                await source.write("a/l/c/boiler/setpoint", 22.0)
-            outcomes["after response"] = info.value.outcome
-            assert await setpoint.read_value() == 22.0  # the server applied it
-
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            proxy.drop_next("request", when=opcua_write, forward_bytes=0)
-            with pytest.raises(CommandWriteError) as info:
-                await source.write("a/l/c/boiler/setpoint", 33.0)
-            outcomes["before the server"] = info.value.outcome
-            assert await setpoint.read_value() == 22.0  # never reached it
-
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            proxy.drop_next("response", when=opcua_write, close=False)
-            with pytest.raises(CommandWriteError) as info:
-                await source.write("a/l/c/boiler/setpoint", 44.0)
-            outcomes["no answer"] = info.value.outcome
-            assert await setpoint.read_value() == 44.0
-
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            await source.write("a/l/c/boiler/setpoint", 55.0)
-            assert await source.read_back("a/l/c/boiler/setpoint", 2.0) == 55.0
+            outcomes = await write_through_drops(
+                proxy,
+                source,
+                "a/l/c/boiler/setpoint",
+                plant.nodes["setpoint"].read_value,
+                (11.0, 22.0, 33.0, 44.0, 55.0),
+                watch=opcua_write,
+                where="server",
+                read_back_within=2.0,
+            )
     print(f"\nOPC UA outcomes through the dropping proxy: {outcomes}")
     assert set(outcomes.values()) == {"uncertain"}
     assert proxy.drops == 3

@@ -5,7 +5,6 @@ dropped after the write request."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from isthmus.connectors.base import BoundTag, Commander, CommandWriteError, Sour
 from isthmus.connectors.s7.config import S7SourceConfig
 from isthmus.connectors.s7.errors import WriteFailed
 from isthmus.connectors.s7.source import S7Source
-from tests.integration.connectors.proxy import S7, DroppingProxy, s7_write
+from tests.integration.connectors.proxy import S7, DroppingProxy, s7_write, write_through_drops
 from tests.integration.connectors.test_s7_source import Plc
 from tests.support import Collector, free_port, running_source
 
@@ -158,46 +157,16 @@ async def test_a_plc_refusal_is_failed(plc: Plc) -> None:
 
 
 async def test_connection_dropped_after_the_write_request_is_uncertain(plc: Plc) -> None:
-    outcomes: dict[str, str] = {}
 
-    def count() -> int:
+    async def count() -> int:
         return int(struct.unpack_from(">h", plc.areas[(SrvArea.MK, 0)], 20)[0])
 
     async with DroppingProxy("127.0.0.1", plc.port, framing=S7, watch=s7_write) as proxy:
         source = make_source(proxy.port, timeout=0.5)
         async with running_source(source, connected_within=5):
-            proxy.drop_next("request", when=s7_write)
-            with pytest.raises(CommandWriteError, match="may have been applied") as info:
-                await source.write("a/l/c/e/count", 11)
-            outcomes["after request"] = info.value.outcome
-
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            proxy.drop_next("response", when=s7_write)
-            with pytest.raises(CommandWriteError) as info:
-                await source.write("a/l/c/e/count", 22)
-            outcomes["after response"] = info.value.outcome
-            assert count() == 22  # the PLC applied it
-
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            proxy.drop_next("request", when=s7_write, forward_bytes=0)
-            with pytest.raises(CommandWriteError) as info:
-                await source.write("a/l/c/e/count", 33)
-            outcomes["before the PLC"] = info.value.outcome
-            assert count() == 22
-
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            proxy.drop_next("response", when=s7_write, close=False)
-            with pytest.raises(CommandWriteError) as info:
-                await source.write("a/l/c/e/count", 44)
-            outcomes["no answer"] = info.value.outcome
-            assert count() == 44
-
-            async with asyncio.timeout(10):
-                await proxy.reconnected(source)
-            await source.write("a/l/c/e/count", 55)
-            assert await source.read_back("a/l/c/e/count", 1.0) == 55
+            outcomes = await write_through_drops(
+                proxy, source, "a/l/c/e/count", count, (11, 22, 33, 44, 55), watch=s7_write,
+                where="PLC",
+            )  # fmt: skip
     print(f"\nS7 outcomes through the dropping proxy: {outcomes}")
     assert set(outcomes.values()) == {"uncertain"}
