@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from isthmus.model.durations import parse_time_ns
+
 log = logging.getLogger("isthmus.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -89,6 +91,22 @@ def bad_param(name: str, reason: str, location: str = "query") -> ApiProblem:
         f"invalid parameter {name!r}: {reason}",
         invalid_params=[InvalidParam(name=name, location=location, reason=reason)],
     )
+
+
+NS_MAX = 2**63 - 1
+"""The largest time (UTC ns) a parameter may name: what an int64 holds."""
+
+
+def time_param(name: str, text: str, now_ns: int) -> int:
+    """A time parameter (ISO 8601 or relative to ``now_ns``: ``-1h``, ``now``) in UTC ns,
+    or :func:`bad_param` naming it."""
+    try:
+        ns = parse_time_ns(text, now_ns)
+    except (ValueError, OverflowError) as exc:
+        raise bad_param(name, str(exc)) from None
+    if not 0 <= ns <= NS_MAX:
+        raise bad_param(name, f"{text!r} is outside the representable time range")
+    return ns
 
 
 _DESCRIPTIONS: Mapping[int, str] = {

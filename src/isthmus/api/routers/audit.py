@@ -15,15 +15,12 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from isthmus.api.deps import Ctx, guarded, require
-from isthmus.api.problems import ApiProblem, bad_param
-from isthmus.model.durations import parse_time_ns
+from isthmus.api.problems import NS_MAX, ApiProblem, bad_param, time_param
 from isthmus.security.rbac import Action, Principal, Resource, in_scope
 
 router = APIRouter(prefix="/api", tags=["audit"])
 
 AuditReader = Annotated[Principal, Depends(require(Resource.AUDIT, Action.READ))]
-
-_NS_MAX = 2**63 - 1
 
 
 class AuditRecord(BaseModel):
@@ -57,15 +54,7 @@ def _scope_filter(principal: Principal) -> Callable[[Mapping[str, Any]], bool] |
 
 
 def _time(name: str, text: str | None, now_ns: int) -> int | None:
-    if text is None:
-        return None
-    try:
-        ns = parse_time_ns(text, now_ns)
-    except (ValueError, OverflowError) as exc:
-        raise bad_param(name, str(exc)) from None
-    if not 0 <= ns <= _NS_MAX:
-        raise bad_param(name, f"{text!r} is outside the representable time range")
-    return ns
+    return None if text is None else time_param(name, text, now_ns)
 
 
 @router.get(
@@ -92,7 +81,7 @@ async def audit(
     outcome: Annotated[
         str | None, Query(max_length=64, description="ok, denied, failed...")
     ] = None,
-    after: Annotated[int, Query(ge=0, le=_NS_MAX, description="only records with seq > after")] = 0,
+    after: Annotated[int, Query(ge=0, le=NS_MAX, description="only records with seq > after")] = 0,
     order: Annotated[
         Literal["asc", "desc"], Query(description="asc: oldest first; desc: newest first")
     ] = "asc",

@@ -9,6 +9,7 @@ A refusal is a problem response whose ``reason`` names the gate step that refuse
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -113,6 +114,14 @@ def _gate(ctx: ApiContext) -> CommandGate:
     return ctx.commands
 
 
+async def _answer(call: Awaitable[Command]) -> CommandOut:
+    """The command a gate call returns, or its refusal as a problem response."""
+    try:
+        return command_out(await call)
+    except CommandRefused as exc:
+        raise _problem(exc) from None
+
+
 def _problem(exc: CommandRefused) -> ApiProblem:
     extra: dict[str, Any] = {"reason": str(exc.reason)}
     if exc.command is not None:
@@ -180,11 +189,7 @@ _LINKS = {
 )  # fmt: skip
 async def submit(ctx: Ctx, principal: Commander, body: CommandIn) -> CommandOut:
     gate = _gate(ctx)
-    try:
-        cmd = await gate.submit(principal, body.tag, body.value, body.reason, body.id)
-    except CommandRefused as exc:
-        raise _problem(exc) from None
-    return command_out(cmd)
+    return await _answer(gate.submit(principal, body.tag, body.value, body.reason, body.id))
 
 
 @router.get(
@@ -220,11 +225,7 @@ async def list_commands(
     ),
 )
 async def get_command(ctx: Ctx, principal: Reader, command_id: CommandId) -> CommandOut:
-    gate = _gate(ctx)
-    try:
-        return command_out(await gate.get(principal, command_id))
-    except CommandRefused as exc:
-        raise _problem(exc) from None
+    return await _answer(_gate(ctx).get(principal, command_id))
 
 
 @router.post(
@@ -235,11 +236,7 @@ async def get_command(ctx: Ctx, principal: Reader, command_id: CommandId) -> Com
 async def approve(
     ctx: Ctx, principal: Approver, command_id: CommandId, body: DecisionIn
 ) -> CommandOut:
-    gate = _gate(ctx)
-    try:
-        return command_out(await gate.approve(principal, command_id, body.comment))
-    except CommandRefused as exc:
-        raise _problem(exc) from None
+    return await _answer(_gate(ctx).approve(principal, command_id, body.comment))
 
 
 @router.post(
@@ -250,8 +247,4 @@ async def approve(
 async def reject(
     ctx: Ctx, principal: Approver, command_id: CommandId, body: DecisionIn
 ) -> CommandOut:
-    gate = _gate(ctx)
-    try:
-        return command_out(await gate.reject(principal, command_id, body.comment))
-    except CommandRefused as exc:
-        raise _problem(exc) from None
+    return await _answer(_gate(ctx).reject(principal, command_id, body.comment))

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from isthmus.api.deps import Ctx, guarded, require
+from isthmus.api.problems import NS_MAX
 from isthmus.api.schemas import EventOut, EventPage
 from isthmus.api.scopes import event_visible
 from isthmus.security.rbac import Action, Principal, Resource
@@ -19,7 +20,6 @@ from isthmus.security.rbac import Action, Principal, Resource
 router = APIRouter(prefix="/api", tags=["events"])
 
 EventsReader = Annotated[Principal, Depends(require(Resource.EVENTS, Action.READ))]
-_NS_MAX = 2**63 - 1
 _SCAN_PAGE = 1000
 
 
@@ -31,9 +31,7 @@ _SCAN_PAGE = 1000
 async def events(
     ctx: Ctx,
     principal: EventsReader,
-    after: Annotated[
-        int, Query(ge=0, le=_NS_MAX, description="return events with a larger id")
-    ] = 0,
+    after: Annotated[int, Query(ge=0, le=NS_MAX, description="return events with a larger id")] = 0,
     kind: Annotated[
         str | None, Query(max_length=200, description="a kind or its prefix: frame, link.lost")
     ] = None,

@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from isthmus.api.deps import Ctx, guarded, require
-from isthmus.api.problems import ApiProblem, bad_param
+from isthmus.api.problems import ApiProblem, bad_param, time_param
 from isthmus.api.schemas import (
     DURATION_PATTERN,
     PATH_PATTERN,
@@ -35,7 +35,7 @@ from isthmus.historian.text import NotNumericError
 from isthmus.model.batch import Batch
 from isthmus.model.catalog import CatalogEntry, TagCatalog
 from isthmus.model.config import DataType
-from isthmus.model.durations import format_ns, parse_duration_ns, parse_time_ns
+from isthmus.model.durations import format_ns, parse_duration_ns
 from isthmus.model.quality import quality_name
 from isthmus.model.values import typed_value
 from isthmus.security.rbac import Action, Principal, Resource
@@ -55,7 +55,6 @@ TagPath = Annotated[
 LEVELS = ("enterprise", "site", "area", "line", "cell", "equipment")
 MAX_BUCKETS = 10_000
 MAX_LIMIT = 100_000
-_NS_MAX = 2**63 - 1
 _UNKNOWN = (404, "unknown tag (or outside the caller's scopes)")
 _NO_SAMPLE = (404, "unknown tag (or outside the caller's scopes), or no sample yet")
 
@@ -203,16 +202,6 @@ def not_numeric(path: str) -> ApiProblem:
     return ApiProblem(422, f"tag {path} holds strings; aggregates need a numeric tag")
 
 
-def _time_param(name: str, text: str, now_ns: int) -> int:
-    try:
-        ns = parse_time_ns(text, now_ns)
-    except (ValueError, OverflowError) as exc:
-        raise bad_param(name, str(exc)) from None
-    if not 0 <= ns <= _NS_MAX:
-        raise bad_param(name, f"{text!r} is outside the representable time range")
-    return ns
-
-
 @router.get(
     "/tags/{path:path}/samples",
     summary="History of one tag: raw samples, or avg/min/max/count per time bucket",
@@ -246,8 +235,8 @@ async def samples(
 ) -> RawSamples | BucketedSamples:
     entry = scoped_entry(ctx, principal, path, request.url.path)
     now = ctx.clock.now_ns()
-    start = _time_param("from", from_, now)
-    end = _time_param("to", to, now)
+    start = time_param("from", from_, now)
+    end = time_param("to", to, now)
     if start >= end:
         raise bad_param("from", f"must be before 'to' ({format_ns(start)} >= {format_ns(end)})")
     unit = entry.config.unit
@@ -365,8 +354,8 @@ async def interpolated_values(
     if entry.config.value_type is DataType.STRING:
         raise not_numeric(entry.path)
     now = ctx.clock.now_ns()
-    start = _time_param("from", from_, now)
-    end = _time_param("to", to, now)
+    start = time_param("from", from_, now)
+    end = time_param("to", to, now)
     if start >= end:
         raise bad_param("from", f"must be before 'to' ({format_ns(start)} >= {format_ns(end)})")
     try:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field
 
+from isthmus.api.context import ApiContext
 from isthmus.api.deps import Ctx, guarded, require
 from isthmus.api.routers.identity_problems import Flag, Name, Scopes, identity_problem, iso
 from isthmus.security.errors import IdentityError
@@ -87,6 +88,15 @@ async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise identity_problem(exc) from None
 
 
+async def _change(principal: Principal, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """An identity change by ``principal``: audited as them, checked against their role."""
+    return await _call(fn, *args, actor=principal.actor, caller=principal, **kwargs)
+
+
+async def _user(ctx: ApiContext, name: str, principal: Principal) -> UserOut:
+    return _out(await _call(ctx.identity.user_info, name, principal))
+
+
 @router.get(
     "",
     summary="Every user (no password hash, no secret)",
@@ -110,16 +120,10 @@ async def list_users(principal: Reader, ctx: Ctx) -> list[UserOut]:
     ),
 )
 async def add_user(body: UserCreate, principal: Writer, ctx: Ctx) -> UserOut:
-    user = await _call(
-        ctx.identity.add_user,
-        body.username,
-        body.password,
-        body.role,
-        body.scopes,
-        actor=principal.actor,
-        caller=principal,
+    user = await _change(
+        principal, ctx.identity.add_user, body.username, body.password, body.role, body.scopes
     )
-    return _out(await _call(ctx.identity.user_info, user.username, principal))
+    return await _user(ctx, user.username, principal)
 
 
 @router.get(
@@ -128,7 +132,7 @@ async def add_user(body: UserCreate, principal: Writer, ctx: Ctx) -> UserOut:
     responses=guarded(Resource.USERS, Action.READ, (404, "no such user"), 503),
 )
 async def get_user(name: Username, principal: Reader, ctx: Ctx) -> UserOut:
-    return _out(await _call(ctx.identity.user_info, name, principal))
+    return await _user(ctx, name, principal)
 
 
 @router.patch(
@@ -144,16 +148,15 @@ async def get_user(name: Username, principal: Reader, ctx: Ctx) -> UserOut:
     ),
 )
 async def patch_user(name: Username, body: UserPatch, principal: Writer, ctx: Ctx) -> UserOut:
-    await _call(
+    await _change(
+        principal,
         ctx.identity.update_user,
         name,
         role=body.role,
         scopes=body.scopes,
         disabled=body.disabled,
-        actor=principal.actor,
-        caller=principal,
     )
-    return _out(await _call(ctx.identity.user_info, name, principal))
+    return await _user(ctx, name, principal)
 
 
 @router.delete(
@@ -169,7 +172,7 @@ async def patch_user(name: Username, body: UserPatch, principal: Writer, ctx: Ct
     ),
 )
 async def delete_user(name: Username, principal: Writer, ctx: Ctx) -> Response:
-    await _call(ctx.identity.delete_user, name, actor=principal.actor, caller=principal)
+    await _change(principal, ctx.identity.delete_user, name)
     return Response(status_code=204)
 
 
@@ -187,13 +190,8 @@ async def delete_user(name: Username, principal: Writer, ctx: Ctx) -> Response:
 async def reset_password(
     name: Username, principal: Writer, ctx: Ctx, body: PasswordReset | None = None
 ) -> PasswordResetResult:
-    generated = await _call(
-        ctx.identity.reset_password,
-        name,
-        body.password if body is not None else None,
-        actor=principal.actor,
-        caller=principal,
-    )
+    password = body.password if body is not None else None
+    generated = await _change(principal, ctx.identity.reset_password, name, password)
     return PasswordResetResult(password=generated)
 
 
@@ -203,5 +201,5 @@ async def reset_password(
     responses=guarded(Resource.USERS, Action.WRITE, (404, "no such user"), 503),
 )
 async def reset_mfa(name: Username, principal: Writer, ctx: Ctx) -> UserOut:
-    await _call(ctx.identity.reset_mfa, name, actor=principal.actor, caller=principal)
-    return _out(await _call(ctx.identity.user_info, name, principal))
+    await _change(principal, ctx.identity.reset_mfa, name)
+    return await _user(ctx, name, principal)
