@@ -18,12 +18,34 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from isthmus.connectors.base import Source
 from isthmus.model.batch import Batch
 from isthmus.model.quality import Quality
 
 ADMIN_PASSWORD = "Tower-Test-Secret-4711"
+
+
+@contextlib.asynccontextmanager
+async def serve_app(
+    app: Any, *, log_level: str = "warning", stop_within: float = 5.0
+) -> AsyncIterator[str]:
+    """A real uvicorn server for the ASGI ``app`` on a free port, in this event loop;
+    yields its ``127.0.0.1:<port>``."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+            if task.done():
+                task.result()
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, stop_within)
 
 
 def free_port() -> int:

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -22,6 +21,7 @@ from isthmus.model.batch import Batch
 from isthmus.model.clock import ManualClock
 from isthmus.model.durations import format_ns
 from isthmus.model.quality import Quality
+from tests.support import serve_app
 
 from .plant import (
     COUNT,
@@ -416,19 +416,8 @@ async def test_page_and_static_need_no_token(client: httpx.AsyncClient) -> None:
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """A real uvicorn server on a free port, in this event loop."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-            if task.done():
-                task.result()
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"ws://127.0.0.1:{port}/api/stream"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 5)
+    async with serve_app(app) as host:
+        yield f"ws://{host}/api/stream"
 
 
 async def wait_for_subscribers(plant: Plant, count: int) -> None:

@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -40,6 +39,7 @@ from isthmus.model.quality import Quality
 from isthmus.security.audit import AuditLog
 from isthmus.security.commands import build_gate
 from isthmus.security.rbac import MATRIX, Role, in_scope, may_command, on_scope_path
+from tests.support import serve_app
 
 from .plant import COUNT, POWER, PREFIX, RUNNING, TAGS, TEMPERATURE, Plant, build_plant
 
@@ -529,19 +529,8 @@ async def test_scoped_views_show_the_scope_and_nothing_beside(plant: Plant, app:
 
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-            if task.done():
-                task.result()
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"ws://127.0.0.1:{port}/api/stream"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 5)
+    async with serve_app(app) as host:
+        yield f"ws://{host}/api/stream"
 
 
 SUBSCRIPTIONS: list[list[str] | None] = [

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from isthmus.api.deps import route_guards
@@ -43,6 +42,7 @@ from isthmus.model.config import CommandsConfig
 from isthmus.model.quality import Quality
 from isthmus.security.audit import AuditLog
 from isthmus.security.commands import build_gate
+from tests.support import serve_app
 
 from .plant import COUNT, POWER, RUNNING, TEMPERATURE, Plant, build_plant
 
@@ -141,19 +141,8 @@ def plant(tmp_path: Path) -> Iterator[Plant]:
 
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-            if task.done():
-                task.result()
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with serve_app(app, log_level="critical", stop_within=10) as host:
+        yield f"http://{host}"
 
 
 async def schemathesis(
