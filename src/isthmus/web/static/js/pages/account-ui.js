@@ -1,8 +1,10 @@
 // What the identity pages share (js/pages/account.js, users.js, tokens.js): role
 // descriptions, scopes as text and as input, a copy button. Not a page.
 
-import { ApiError, EXPIRED, endSession, getToken } from "../api.js";
+import { ApiError, EXPIRED, endSession, getToken, isQuiet } from "../api.js";
 import { el } from "../dom.js";
+import { field } from "../components/field.js";
+import { problemMessage } from "../components/problem.js";
 import { toast } from "../components/toast.js";
 
 export { fill } from "./commands-ui.js";
@@ -16,6 +18,34 @@ export const ROLE_HELP = Object.freeze({
   security_admin: "manages users, API tokens and reads the audit log; sends no commands (OPC UA SecurityAdmin)",
   admin: "everything (OPC UA ConfigureAdmin)",
 });
+
+/** An API time (ISO string, or ns since the epoch) as epoch ms (null: none). */
+export const apiMs = (v) => (v === null || v === undefined ? null : typeof v === "number" ? v / 1e6 : Date.parse(v));
+
+/** The role select of a form, with the chosen role's description under it. */
+export function roleField(options, testid) {
+  const role = field({ label: "Role", name: "role", type: "select", options, value: "viewer", testid });
+  const help = el("p", { class: "field-hint", text: ROLE_HELP.viewer });
+  role.input.addEventListener("change", () => (help.textContent = ROLE_HELP[role.value] || ""));
+  role.element.insertBefore(help, role.element.querySelector(".field-error"));
+  return role;
+}
+
+/** A panel: its head (the title, `inTitle` beside it, `right` at its end), then `body`. */
+export function panel(attrs, { title, inTitle = null, right = null }, ...body) {
+  return el("section", attrs,
+    el("div", { class: "panel-head" },
+      el("div", { class: "panel-title" }, el("h2", { text: title }), inTitle),
+      right),
+    ...body);
+}
+
+/** Show an API error (not a quiet one: aborted, session over) in `box`. */
+export function showProblemIn(box, err, testid, wrap = true) {
+  if (isQuiet(err)) return;
+  const message = problemMessage(err, { testid });
+  box.replaceChildren(wrap ? el("div", { class: "panel-body" }, message) : message);
+}
 
 /** "whole enterprise" for no scopes, else the prefixes. */
 export function scopesText(scopes) {

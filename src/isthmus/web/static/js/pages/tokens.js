@@ -2,16 +2,14 @@
 // scripts) with a role, scopes and an expiry. Create one (its secret is shown once, with
 // a copy button), list them, revoke one. Data: /api/tokens.
 
-import { isQuiet } from "../api.js";
 import { el } from "../dom.js";
 import { formatTimestamp } from "../format.js";
 import { definePage, ROLES } from "../router.js";
 import { confirmDialog } from "../components/dialog.js";
 import { field } from "../components/field.js";
-import { problemMessage } from "../components/problem.js";
 import { dataTable } from "../components/table.js";
 import { toast } from "../components/toast.js";
-import { ROLE_HELP, copyButton, parseScopes, scopesText } from "./account-ui.js";
+import { apiMs as ms, copyButton, panel, parseScopes, roleField, scopesText, showProblemIn } from "./account-ui.js";
 
 export default definePage({
   path: "/tokens",
@@ -31,8 +29,6 @@ const EXPIRY = [
 ];
 
 const list = (body) => (Array.isArray(body) ? body : body.tokens || []);
-/** An API time (ISO string, or ns since the epoch) as epoch ms. */
-const ms = (v) => (v === null || v === undefined ? null : typeof v === "number" ? v / 1e6 : Date.parse(v));
 const at = (v) => (ms(v) ? formatTimestamp(ms(v)) : "—");
 
 function tokenState(t) {
@@ -78,10 +74,8 @@ class TokensPage {
     this.container.append(el("div", { class: "page-body" },
       this.buildForm(),
       this.secretBox,
-      el("section", { class: "panel list-panel", "aria-label": "API tokens" },
-        el("div", { class: "panel-head" },
-          el("div", { class: "panel-title" }, el("h2", { text: "API tokens" })),
-          el("label", { class: "check", for: "tokens-all" }, this.showAll, " Show revoked and expired")),
+      panel({ class: "panel list-panel", "aria-label": "API tokens" },
+        { title: "API tokens", right: el("label", { class: "check", for: "tokens-all" }, this.showAll, " Show revoked and expired") },
         this.problem,
         this.table.element)));
     await this.load();
@@ -105,20 +99,16 @@ class TokensPage {
   }
 
   showProblem(err) {
-    if (isQuiet(err)) return;
-    this.problem.replaceChildren(el("div", { class: "panel-body" }, problemMessage(err, { testid: "tokens-problem" })));
+    showProblemIn(this.problem, err, "tokens-problem");
   }
 
   buildForm() {
     const f = {
       name: field({ label: "Name", name: "name", required: true, maxLength: 64, autocomplete: "off", placeholder: "mes-lyon", testid: "token-name" }),
-      role: field({ label: "Role", name: "role", type: "select", options: ROLES.map((r) => [r, r]), value: "viewer", testid: "token-role" }),
+      role: roleField(ROLES.map((r) => [r, r]), "token-role"),
       scopes: field({ label: "Scopes", name: "scopes", type: "textarea", rows: 1, placeholder: "acme/lyon/packaging", hint: "Hierarchy prefixes, one per line; empty = the whole enterprise.", testid: "token-scopes" }),
       expiry: field({ label: "Expires in", name: "expiry", type: "select", options: EXPIRY, value: String(90 * DAY), testid: "token-expiry" }),
     };
-    const roleHelp = el("p", { class: "field-hint", text: ROLE_HELP.viewer });
-    f.role.input.addEventListener("change", () => (roleHelp.textContent = ROLE_HELP[f.role.value] || ""));
-    f.role.element.insertBefore(roleHelp, f.role.element.querySelector(".field-error"));
     const problem = el("div");
     const submit = el("button", { class: "btn btn-primary", type: "submit", "data-testid": "token-create", text: "Create token" });
     const form = el("form", { class: "panel-body", noValidate: true },
@@ -142,14 +132,12 @@ class TokensPage {
         f.scopes.value = "";
         await this.load();
       } catch (err) {
-        if (!isQuiet(err)) problem.replaceChildren(problemMessage(err, { testid: "token-create-problem" }));
+        showProblemIn(problem, err, "token-create-problem", false);
       } finally {
         submit.disabled = false;
       }
     });
-    return el("section", { class: "panel", "aria-label": "Create an API token" },
-      el("div", { class: "panel-head" }, el("div", { class: "panel-title" }, el("h2", { text: "Create an API token" }))),
-      form);
+    return panel({ class: "panel", "aria-label": "Create an API token" }, { title: "Create an API token" }, form);
   }
 
   showSecret(answer, name) {

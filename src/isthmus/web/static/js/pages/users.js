@@ -4,16 +4,14 @@
 // Data: /api/users (the server checks every change again: e.g. only an admin grants
 // the admin role, nobody disables themselves, the last admin stays).
 
-import { isQuiet } from "../api.js";
 import { el } from "../dom.js";
 import { formatTimestamp } from "../format.js";
 import { definePage, ROLES } from "../router.js";
 import { confirmDialog, openDialog } from "../components/dialog.js";
 import { field } from "../components/field.js";
-import { problemMessage } from "../components/problem.js";
 import { dataTable } from "../components/table.js";
 import { toast } from "../components/toast.js";
-import { ROLE_HELP, copyButton, parseScopes, scopesText } from "./account-ui.js";
+import { ROLE_HELP, apiMs as time, copyButton, panel, parseScopes, roleField, scopesText, showProblemIn } from "./account-ui.js";
 
 export default definePage({
   path: "/users",
@@ -32,7 +30,6 @@ const POLICY = [
 
 const userUrl = (name, rest = "") => `/api/users/${encodeURIComponent(name)}${rest}`;
 const list = (body) => (Array.isArray(body) ? body : body.users || []);
-const time = (v) => (v === null || v === undefined ? null : typeof v === "number" ? v / 1e6 : Date.parse(v));
 
 function lockedUntil(u) {
   const t = time(u.locked_until ?? u.locked_until_ns ?? null);
@@ -90,10 +87,8 @@ class UsersPage {
     });
     this.container.append(el("div", { class: "page-body" },
       this.addPanel,
-      el("section", { class: "panel list-panel", "aria-label": "Users" },
-        el("div", { class: "panel-head" },
-          el("div", { class: "panel-title" }, el("h2", { text: "Users" }), this.count),
-          openAdd),
+      panel({ class: "panel list-panel", "aria-label": "Users" },
+        { title: "Users", inTitle: this.count, right: openAdd },
         this.problem,
         this.table.element)));
     await this.load();
@@ -116,8 +111,7 @@ class UsersPage {
   }
 
   showProblem(err) {
-    if (isQuiet(err)) return;
-    this.problem.replaceChildren(el("div", { class: "panel-body" }, problemMessage(err, { testid: "users-problem" })));
+    showProblemIn(this.problem, err, "users-problem");
   }
 
   clearProblem() {
@@ -127,13 +121,10 @@ class UsersPage {
   buildAddForm() {
     const f = {
       username: field({ label: "Username", name: "username", required: true, maxLength: 64, autocomplete: "off", testid: "user-add-username" }),
-      role: field({ label: "Role", name: "role", type: "select", options: ROLE_OPTIONS, value: "viewer", testid: "user-add-role" }),
+      role: roleField(ROLE_OPTIONS, "user-add-role"),
       scopes: field({ label: "Scopes", name: "scopes", type: "textarea", rows: 1, placeholder: "acme/lyon/utilities", hint: "Hierarchy prefixes, one per line; empty = the whole enterprise.", testid: "user-add-scopes" }),
       password: field({ label: "Initial password", name: "password", type: "password", required: true, autocomplete: "new-password", maxLength: 1024, testid: "user-add-password" }),
     };
-    const roleHelp = el("p", { class: "field-hint", text: ROLE_HELP.viewer });
-    f.role.input.addEventListener("change", () => (roleHelp.textContent = ROLE_HELP[f.role.value] || ""));
-    f.role.element.insertBefore(roleHelp, f.role.element.querySelector(".field-error"));
     const problem = el("div");
     const submit = el("button", { class: "btn btn-primary", type: "submit", "data-testid": "user-add-submit", text: "Add user" });
     const cancel = el("button", { class: "btn btn-secondary", type: "button", text: "Cancel" });
@@ -145,10 +136,9 @@ class UsersPage {
       el("p", { class: "muted small", text: "Give the password to the user over a separate channel. If their role requires two-step verification, they set it up at their first sign-in." }),
       problem,
       el("div", { class: "form-actions" }, cancel, submit));
-    const panel = el("section", { class: "panel", hidden: true, "aria-label": "Add a user", "data-testid": "user-add-form" },
-      el("div", { class: "panel-head" }, el("div", { class: "panel-title" }, el("h2", { text: "Add a user" }))),
-      form);
-    cancel.addEventListener("click", () => (panel.hidden = true));
+    const addPanel = panel({ class: "panel", hidden: true, "aria-label": "Add a user", "data-testid": "user-add-form" },
+      { title: "Add a user" }, form);
+    cancel.addEventListener("click", () => (addPanel.hidden = true));
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       problem.replaceChildren();
@@ -164,15 +154,15 @@ class UsersPage {
         f.username.value = "";
         f.password.value = "";
         f.scopes.value = "";
-        panel.hidden = true;
+        addPanel.hidden = true;
         await this.load();
       } catch (err) {
-        if (!isQuiet(err)) problem.replaceChildren(problemMessage(err, { testid: "user-add-problem" }));
+        showProblemIn(problem, err, "user-add-problem", false);
       } finally {
         submit.disabled = false;
       }
     });
-    return panel;
+    return addPanel;
   }
 
   actions(u) {
