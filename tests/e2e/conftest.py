@@ -65,8 +65,8 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def _checked_page(browser: Any) -> Iterator[Any]:
+    """A page in a fresh browser context; fails the test on any JavaScript error."""
     context = browser.new_context(viewport={"width": 1400, "height": 860})
     page = context.new_page()
     errors: list[str] = []
@@ -76,6 +76,30 @@ def page(browser: Any) -> Iterator[Any]:
     finally:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    yield from _checked_page(browser)
+
+
+@pytest.fixture
+def second_page(browser: Any) -> Iterator[Any]:
+    """Another browser context: another person at another desk."""
+    yield from _checked_page(browser)
+
+
+def enter_password(page: Any, username: str, password: str) -> None:
+    page.get_by_test_id("login-username").fill(username)
+    page.get_by_test_id("login-password").fill(password)
+    page.get_by_test_id("login-submit").click()
+
+
+def sign_in(page: Any, url: str, username: str, password: str) -> None:
+    """Open the UI and sign in (a user without a second factor)."""
+    page.goto(url)
+    enter_password(page, username, password)
+    page.get_by_test_id("current-user").filter(has_text=username).wait_for()
 
 
 def wait_js(page: Any, expression: str, arg: Any = None, timeout: float = 10.0) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import SCREENSHOT, wait_js
+from tests.e2e.conftest import SCREENSHOT, sign_in, wait_js
 from tests.support import ADMIN_PASSWORD, Demo, running_demo
 
 pytestmark = pytest.mark.e2e
@@ -60,28 +60,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         add_user(running, "vera", "viewer")
         yield running
         running.stop()
-
-
-@pytest.fixture
-def second_page(browser: Any) -> Iterator[Any]:
-    """Another browser context: another person at another desk."""
-    context = browser.new_context(viewport={"width": 1400, "height": 860})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def sign_in(page: Any, url: str, username: str, password: str) -> None:
-    page.goto(url)
-    page.get_by_test_id("login-username").fill(username)
-    page.get_by_test_id("login-password").fill(password)
-    page.get_by_test_id("login-submit").click()
-    page.get_by_test_id("current-user").filter(has_text=username).wait_for()
 
 
 def api_token(page: Any) -> str:

@@ -14,7 +14,7 @@ import httpx
 import pyotp
 import pytest
 
-from tests.e2e.conftest import wait_js
+from tests.e2e.conftest import enter_password, sign_in, wait_js
 from tests.support import ADMIN_PASSWORD, Demo, running_demo
 
 pytestmark = pytest.mark.e2e
@@ -28,32 +28,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     with running_demo(tmp_path_factory.mktemp("demo") / "data") as running:
         yield running
         running.stop()
-
-
-@pytest.fixture
-def second_page(browser: Any) -> Iterator[Any]:
-    """Another browser context: the new user at their own desk."""
-    context = browser.new_context(viewport={"width": 1400, "height": 860})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def enter_password(page: Any, username: str, password: str) -> None:
-    page.get_by_test_id("login-username").fill(username)
-    page.get_by_test_id("login-password").fill(password)
-    page.get_by_test_id("login-submit").click()
-
-
-def sign_in(page: Any, url: str, username: str, password: str) -> None:
-    page.goto(url)
-    enter_password(page, username, password)
-    page.get_by_test_id("current-user").filter(has_text=username).wait_for()
 
 
 def sign_out(page: Any) -> None:
