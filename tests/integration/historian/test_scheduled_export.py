@@ -14,6 +14,7 @@ from isthmus.connectors.registry import default_connectors, source_models
 from isthmus.historian.scheduled_export import DAY_NS
 from isthmus.model.batch import Batch
 from isthmus.model.clock import ManualClock
+from isthmus.model.lifecycle import PartGroup, TaskPart
 from isthmus.model.loader import load_plant_config
 from isthmus.model.quality import Quality
 
@@ -113,6 +114,22 @@ async def test_a_failed_run_is_an_event_and_the_server_goes_on(tmp_path: Path) -
         (failed,) = rt.events.recent(kind="export.failed")
         assert str(blocker) in failed.message
         assert rt.metrics.counters["export.failures"] == 1
-        assert all(not t.done() for t in rt.tasks)  # nothing else stopped
+        assert all(
+            p.task is not None and not p.task.done() for p in _task_parts(rt)
+        )  # nothing else stopped
     finally:
         await stop_pipeline(rt)
+
+
+def _task_parts(rt: Runtime) -> list[TaskPart]:
+    """Every task-backed part the pipeline started, the sources' included."""
+    found: list[TaskPart] = []
+    stack: list[object] = list(rt.parts)
+    while stack:
+        part = stack.pop()
+        if isinstance(part, TaskPart):
+            found.append(part)
+        elif isinstance(part, PartGroup):
+            stack.extend(part.parts)
+    assert found
+    return found

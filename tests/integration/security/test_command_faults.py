@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +113,16 @@ async def _ignore(batch: Batch) -> None:
     return None
 
 
+@pytest.fixture(autouse=True)
+def quiet_loggers() -> Iterator[None]:
+    """The test silences the source and pymodbus loggers; later tests get them back."""
+    names = ("isthmus.source", "pymodbus")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 async def test_1000_commands_through_a_dropping_proxy(
     device: tuple[CountingDevice, int], tmp_path: Path
 ) -> None:
@@ -120,7 +130,7 @@ async def test_1000_commands_through_a_dropping_proxy(
     rng = random.Random(20240917)
     names = list(SCENARIOS)
     weights = list(SCENARIOS.values())
-    for name in ("isthmus.source", "pymodbus"):
+    for name in ("isthmus.source", "pymodbus"):  # restored by quiet_loggers
         logging.getLogger(name).setLevel(logging.CRITICAL)
     async with DroppingProxy(HOST, port, framing=MODBUS, watch=modbus_write) as proxy:
         config = ModbusSourceConfig.model_validate(
