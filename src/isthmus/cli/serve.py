@@ -137,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Its own session: the terminal's Ctrl-C reaches only the gateway, which stops its
     # sources first and then the simulator, so no connector sees the plant vanish.
     child = subprocess.Popen(
-        [sys.executable, "-m", "isthmus", "sim", "--settings", str(sim_config)],
+        [sys.executable, "-m", "isthmus.sim", "--settings", str(sim_config)],
         preexec_fn=_die_with_parent,
         start_new_session=True,
     )
