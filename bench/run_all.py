@@ -19,6 +19,11 @@ BENCHES = [
     ("connectors: Modbus and OPC UA vs raw libraries and Node-RED", ["connectors.py"], ["--quick"]),
     ("demo idle memory", ["demo_memory.py"], ["--settle", "10", "--sample", "5"]),
     ("commands: API -> written -> read back vs raw write + read", ["commands.py"], ["--quick"]),
+    (
+        "GET /api/last for 10,000 tags with and without access control",
+        ["api_reads.py"],
+        ["--rounds", "10"],
+    ),
     ("OPC UA fast decode path", ["opcua_fastpath.py"], ["--quick"]),
     ("string samples on the numeric hot path", ["text_overhead.py"], ["--quick"]),
     ("spool: append, fsync, replay, RSS", ["spool.py"], ["--seconds", "1", "--bytes", "268435456"]),
