@@ -210,11 +210,7 @@ class AlarmConfig(BaseModel):
     @field_validator("setpoint")
     @classmethod
     def _setpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
-        kind = cls._type(info)
-        if kind is AlarmType.DEVIATION and value is None:
-            raise ValueError("a deviation alarm needs a setpoint tag")
-        if kind not in (None, AlarmType.DEVIATION) and value is not None:
-            raise ValueError(f"a {kind} alarm takes no setpoint")
+        _only_for(cls._type(info), AlarmType.DEVIATION, value, "a setpoint tag", "setpoint")
         return None if value is None else _check_path(value)
 
     @field_validator("state", mode="before")
@@ -242,18 +238,13 @@ class AlarmConfig(BaseModel):
         kind = cls._type(info)
         if kind is AlarmType.STALE and not value:
             raise ValueError("a stale alarm needs a positive duration")
-        if kind not in (None, AlarmType.STALE) and value is not None:
-            raise ValueError(f"a {kind} alarm takes no duration")
+        _only_for(kind, AlarmType.STALE, value, "a positive duration", "duration")
         return value
 
     @field_validator("expression")
     @classmethod
     def _expression(cls, value: str | None, info: ValidationInfo) -> str | None:
-        kind = cls._type(info)
-        if kind is AlarmType.EXPRESSION and value is None:
-            raise ValueError("an expression alarm needs an expression")
-        if kind not in (None, AlarmType.EXPRESSION) and value is not None:
-            raise ValueError(f"a {kind} alarm takes no expression")
+        _only_for(cls._type(info), AlarmType.EXPRESSION, value, "an expression", "expression")
         if value is not None:
             parse(value)  # ExpressionError is a ValueError: pydantic names the field
         return value
@@ -552,3 +543,14 @@ def _type_issues(
                 )
             ]
     return []
+
+
+def _only_for(
+    kind: AlarmType | None, owner: AlarmType, value: object, needs: str, field: str
+) -> None:
+    """A field that alarms of type ``owner`` need and every other type refuses."""
+    if kind is owner and value is None:
+        article = "an" if str(owner)[0] in "aeiou" else "a"
+        raise ValueError(f"{article} {owner} alarm needs {needs}")
+    if kind not in (None, owner) and value is not None:
+        raise ValueError(f"a {kind} alarm takes no {field}")
