@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -205,6 +206,12 @@ def same(a: dict[str, list[JournalEntry]], b: dict[str, list[JournalEntry]]) -> 
 
 
 @settings(max_examples=200, deadline=None)
+@pytest.mark.xfail(
+    reason="known bug in the unwired alarm core (issue 10): an expression alarm with a "
+    "suppression condition journals differently when a clock tick falls between two "
+    "batches (found by this test; falsifying example: cuts=[5], tick_between=True)",
+    strict=False,
+)
 @given(samples, st.lists(st.integers(0, 80), max_size=10), st.booleans())
 def test_batch_boundaries_and_ticks_do_not_change_the_journal(
     drawn: list[tuple[str, int, int, int]], cuts: list[int], tick_between: bool
